@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATION_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0), "relu": math.sqrt(2.0)}
+from eg3d.ops.bias_act import ACTIVATIONS, bias_act
 
 
 class FullyConnectedLayer(nn.Module):
@@ -15,14 +15,21 @@ class FullyConnectedLayer(nn.Module):
 
     The stored weight is ``N(0, 1) / lr_multiplier``; the effective weight is ``weight * lr_multiplier / sqrt(in)``
     and the effective bias ``bias * lr_multiplier``. Activations follow StyleGAN2's bias_act: the activation is
-    applied after the bias and scaled by its gain (sqrt(2) for leaky ReLU with slope 0.2).
+    applied after the bias and scaled by its default gain (sqrt(2) for leaky ReLU with slope 0.2).
+
+    Args:
+        in_features, out_features: sizes of the input and output.
+        bias: learn an additive bias.
+        activation: a key of :data:`eg3d.ops.ACTIVATIONS` ('linear', 'lrelu', 'relu', 'softplus', ...).
+        lr_multiplier: equalized-lr learning-rate multiplier (0.01 in the mapping network).
+        bias_init: initial value of the stored bias (1 for the style affines).
     """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, activation: str = "linear",
                  lr_multiplier: float = 1.0, bias_init: float = 0.0):
         super().__init__()
-        if activation not in ACTIVATION_GAIN:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATION_GAIN)}, got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
@@ -34,12 +41,9 @@ class FullyConnectedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
         b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
-        x = F.linear(x, w, b)
-        if self.activation == "lrelu":
-            x = F.leaky_relu(x, 0.2) * ACTIVATION_GAIN["lrelu"]
-        elif self.activation == "relu":
-            x = F.relu(x) * ACTIVATION_GAIN["relu"]
-        return x
+        if self.activation == "linear":
+            return F.linear(x, w, b)
+        return bias_act(F.linear(x, w), b, dim=x.ndim - 1, act=self.activation)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
