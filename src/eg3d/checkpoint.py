@@ -42,6 +42,10 @@ def write_checkpoint(path: str | os.PathLike, config: dict, tensors: dict[str, d
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        # mkdtemp makes the folder owner-only; a checkpoint should get the permissions of any new folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         for name, state in tensors.items():
             state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             save_file(state, str(tmp / f"{name}.safetensors"))

@@ -236,3 +236,10 @@ def test_build_generator_options(saved, tiny):
     with pytest.raises(ValueError, match="unknown generator preset"):
         build_generator(preset="nope")
 
+
+
+def test_checkpoint_folder_gets_normal_permissions(tmp_path):
+    out = write_checkpoint(tmp_path / "ck", {"a": 1}, {"model": {"w": torch.zeros(2)}})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == (0o777 & ~umask)
