@@ -1,0 +1,392 @@
+"""`python -m scd.generate`: outputs, modes, determinism, sampling pipeline and one-line errors.
+
+A tiny SCD checkpoint (small denoiser, tiny random CLIP text tower) is built once per module; renders use the
+tiny random-weight generator of conf/generator/tiny.yaml, 2 DDIM steps and a few video frames.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from eg3d.checkpoint import CheckpointError
+from eg3d.render import render_uint8
+from scd.checkpoint import load_scd, save_scd
+from scd.denoiser import StyleCodeDenoiser
+from scd.generate import DEMO_CHECKPOINT, GenerateError, check_options, generate, more_depth_samples, \
+    resolve_sampling
+from scd.sampling import initial_noise, prepare_captions, prepare_expressions, sample_codes, slerp
+from scd.text import TextEncoder
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE, RAW = 128, 32  # the tiny generator's image size, and the neural-render size the tests set (faster)
+TINY = ["steps=2", "num_samples=2", "progress=false", "device=cpu",
+        f"++generator.neural_rendering_resolution={RAW}"]
+CAPTION_A, CAPTION_B = "This man has a beard.", "She is smiling and has bangs."
+TWO_CAPTIONS = f"captions=['{CAPTION_A}','{CAPTION_B}']"
+
+
+def config(*overrides: str):
+    GlobalHydra.instance().clear()  # in case another test left a Hydra app initialised
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="generate", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    text_encoder = TextEncoder.from_config(
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+        seed=0)
+    torch.manual_seed(0)
+    denoiser = StyleCodeDenoiser(dim=32, depth=1, heads=2, ff_dim=64, dropout=0.1,
+                                 text_dim=text_encoder.width)
+    denoiser.set_null_text(text_encoder.null_features())
+    path = tmp_path_factory.mktemp("scd") / "tiny"
+    save_scd(path, denoiser=denoiser, ema_denoiser=None, text_encoder=text_encoder,
+             diffusion_config={"timesteps": 1000, "schedule": "cosine", "objective": "v"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(ckpt):
+    return load_scd(ckpt)
+
+
+@pytest.fixture(scope="module")
+def exp_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("exp") / "exp.npy"
+    np.save(path, np.random.default_rng(0).standard_normal(50).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(ckpt, exp_file, tmp_path_factory) -> dict:
+    """Text + expression, 2 samples, a 3-frame depth orbit video each."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    return generate(config(f"ckpt={ckpt}", f"exp={exp_file}", TWO_CAPTIONS, "seed=3", "video=true",
+                           "video_frames=3", "video_mode=image_depth", f"out_dir={out}"))
+
+
+def read_png(path: Path) -> np.ndarray:
+    return iio.imread(path)
+
+
+def mp4_frames(path: Path) -> np.ndarray:
+    return np.stack(list(iio.imiter(path)))
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def test_writes_grid_samples_latents_conditions_and_videos(first_run, exp_file):
+    out = first_run["out_dir"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["conditions.json", "grid.png", "latents.pt", "orbit_00.mp4", "orbit_01.mp4",
+                     "sample_00.png", "sample_01.png"]  # nothing else, no staging folder left behind
+    assert sorted(first_run["files"]) == sorted(out / n for n in names)
+
+    assert read_png(out / "grid.png").shape == (SIZE, 2 * SIZE, 3)
+    samples = [read_png(out / f"sample_{i:02d}.png") for i in range(2)]
+    assert all(s.shape == (SIZE, SIZE, 3) and s.dtype == np.uint8 for s in samples)
+    np.testing.assert_array_equal(read_png(out / "grid.png"), np.concatenate(samples, axis=1))
+
+    latents = torch.load(out / "latents.pt", weights_only=True)
+    assert type(latents) is torch.Tensor and latents.dtype == torch.float32 and latents.shape == (2, 14, 512)
+    torch.testing.assert_close(latents, first_run["latents"], rtol=0, atol=0)
+    assert latents.abs().max() <= 1.0  # the default x0 clamp
+
+    conditions = json.loads((out / "conditions.json").read_text())
+    assert conditions["captions"] == [CAPTION_A, CAPTION_B]
+    np.testing.assert_allclose(np.array(conditions["exp"]), np.tile(np.load(exp_file), (2, 1)), rtol=0,
+                               atol=1e-7)
+    assert conditions["seed"] == 3 and conditions["steps"] == 2 and conditions["cond_scale"] == 7.0
+    assert conditions["source"] == "sampled"
+
+    for i in range(2):
+        frames = mp4_frames(out / f"orbit_{i:02d}.mp4")
+        assert frames.shape == (3, RAW, RAW, 3)  # depth is rendered at the neural-rendering resolution
+        # Grey, and min-max scaled to the full range in every frame (up to H.264 rounding).
+        assert np.abs(frames.astype(int) - frames[..., :1]).max() <= 8
+        assert (frames.reshape(3, -1).min(1) <= 16).all() and (frames.reshape(3, -1).max(1) >= 239).all()
+        assert np.abs(frames[0].astype(int) - frames[1]).mean() > 5  # the camera moves
+
+
+def test_same_seed_same_codes_other_seed_other_codes(bundle):
+    kwargs = dict(num_samples=2, steps=2, cond_scale=7.0)
+    a = sample_codes(bundle, CAPTION_A, None, seed=5, **kwargs)
+    b = sample_codes(bundle, CAPTION_A, None, seed=5, **kwargs)
+    c = sample_codes(bundle, CAPTION_A, None, seed=6, **kwargs)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 1e-3
+    # eta > 0 draws step noise, from the same seed too.
+    d = sample_codes(bundle, CAPTION_A, None, seed=5, eta=0.5, **kwargs)
+    e = sample_codes(bundle, CAPTION_A, None, seed=5, eta=0.5, **kwargs)
+    torch.testing.assert_close(d, e, rtol=0, atol=0)
+    assert (a - d).abs().max() > 1e-3
+
+
+def test_cli_run_is_deterministic(first_run, ckpt, exp_file, tmp_path):
+    again = generate(config(f"ckpt={ckpt}", f"exp={exp_file}", TWO_CAPTIONS, "seed=3", f"out_dir={tmp_path}"))
+    torch.testing.assert_close(again["latents"], first_run["latents"], rtol=0, atol=0)
+    for i in range(2):
+        np.testing.assert_array_equal(read_png(tmp_path / f"sample_{i:02d}.png"),
+                                      read_png(first_run["out_dir"] / f"sample_{i:02d}.png"))
+
+
+def test_latents_mode_renders_saved_codes_without_a_checkpoint(first_run, tmp_path, monkeypatch):
+    import scd.generate
+
+    depth_samples = []  # (depth_resolution, depth_resolution_importance) seen by each render call
+
+    def spy(G, ws, c, **kwargs):
+        depth_samples.append((G.rendering_kwargs["depth_resolution"],
+                              G.rendering_kwargs["depth_resolution_importance"]))
+        return render_uint8(G, ws, c, **kwargs)
+
+    monkeypatch.setattr(scd.generate, "render_uint8", spy)
+    run = generate(config(f"latents={first_run['out_dir'] / 'latents.pt'}", "ckpt=/nonexistent/ckpt",
+                          "seed=3", "video=true", "video_frames=2", "video_mode=image",
+                          f"out_dir={tmp_path}"))
+    torch.testing.assert_close(run["latents"], first_run["latents"], rtol=0, atol=0)
+    for i in range(2):  # same codes, same frontal camera, same seed: the same pictures
+        np.testing.assert_array_equal(read_png(tmp_path / f"sample_{i:02d}.png"),
+                                      read_png(first_run["out_dir"] / f"sample_{i:02d}.png"))
+        frames = mp4_frames(tmp_path / f"orbit_{i:02d}.mp4")
+        assert frames.shape == (2, SIZE, SIZE, 3)
+    assert json.loads((tmp_path / "conditions.json").read_text())["source"] == "latents"
+    # Stills use the generator's depth samples (tiny: 12 + 12), videos twice as many.
+    assert depth_samples == [(12, 12)] + [(24, 24)] * 2
+
+
+def test_interpolation_shares_noise_and_writes_morph_videos(ckpt, bundle, tmp_path):
+    run = generate(config(f"ckpt={ckpt}", f"interpolate=['{CAPTION_A}','{CAPTION_B}']", "interp_frames=3",
+                          "interp_orbit=true", "num_samples=1", "video_mode=image_raw", "seed=4",
+                          f"out_dir={tmp_path}"))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["conditions.json", "grid.png", "latents_a.pt", "latents_b.pt", "morph_00.mp4"]
+    ends = []
+    for tag, caption in zip("ab", (CAPTION_A, CAPTION_B)):  # each end is the ordinary sample of its caption
+        ends.append(torch.load(tmp_path / f"latents_{tag}.pt", weights_only=True))
+        expected = sample_codes(bundle, caption, None, num_samples=1, steps=2, seed=4)
+        torch.testing.assert_close(ends[-1], expected, rtol=0, atol=1e-6)
+    assert (ends[0] - ends[1]).abs().max() > 1e-3
+    assert run["latents"].shape == (1, 2, 14, 512)
+    grid = read_png(tmp_path / "grid.png")
+    assert grid.shape == (SIZE, 5 * SIZE, 3)  # 5 keyframes from the first caption's code to the second's
+    assert not np.array_equal(grid[:, :SIZE], grid[:, -SIZE:])
+    assert mp4_frames(tmp_path / "morph_00.mp4").shape == (3, RAW, RAW, 3)
+
+
+# ------------------------------------------------------------------------------------------------ modes
+
+def test_unconditional_is_the_unguided_prediction(bundle):
+    """No conditions: exactly the u branch, which text guidance at scale 0 also reduces to."""
+    kwargs = dict(num_samples=2, steps=3, seed=1)
+    unconditional = sample_codes(bundle, None, None, cond_scale=7.0, **kwargs)
+    text_at_zero = sample_codes(bundle, CAPTION_A, None, cond_scale=0.0, **kwargs)
+    torch.testing.assert_close(unconditional, text_at_zero, rtol=0, atol=1e-6)
+    guided = sample_codes(bundle, CAPTION_A, None, cond_scale=7.0, **kwargs)
+    assert (unconditional - guided).abs().max() > 1e-3
+
+
+def test_separate_scales_reach_text_only_and_expression_only_guidance(bundle):
+    exp = torch.randn(50, generator=torch.Generator().manual_seed(2))
+    kwargs = dict(num_samples=2, steps=3, seed=1)
+    exp_only = sample_codes(bundle, None, exp, cond_scale=5.0, **kwargs)
+    text_only = sample_codes(bundle, CAPTION_B, None, cond_scale=5.0, **kwargs)
+    both_exp_guided = sample_codes(bundle, CAPTION_B, exp, text_scale=0.0, exp_scale=5.0, **kwargs)
+    both_text_guided = sample_codes(bundle, CAPTION_B, exp, text_scale=5.0, exp_scale=0.0, **kwargs)
+    torch.testing.assert_close(both_exp_guided, exp_only, rtol=0, atol=1e-5)
+    torch.testing.assert_close(both_text_guided, text_only, rtol=0, atol=1e-5)
+    assert (exp_only - text_only).abs().max() > 1e-3
+
+
+def test_expression_only_from_the_cli(ckpt, exp_file, bundle, tmp_path):
+    run = generate(config(f"ckpt={ckpt}", f"exp={exp_file}", "captions=null", "seed=2",
+                          f"out_dir={tmp_path}"))
+    expected = sample_codes(bundle, None, torch.from_numpy(np.load(exp_file)), num_samples=2, steps=2, seed=2)
+    torch.testing.assert_close(run["latents"], expected, rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "conditions.json").read_text())["captions"] is None
+
+
+def test_ckpt_null_means_the_demo_checkpoint(ckpt, monkeypatch, tmp_path):
+    import scd.generate
+
+    monkeypatch.setattr(scd.generate, "DEMO_CHECKPOINT", ckpt)
+    run = generate(config("ckpt=null", "num_samples=1", f"out_dir={tmp_path / 'a'}"))
+    assert run["conditions"]["ckpt"] == str(ckpt.resolve())
+    monkeypatch.setattr(scd.generate, "DEMO_CHECKPOINT", tmp_path / "absent")
+    with pytest.raises(GenerateError, match="demo checkpoint is missing"):
+        generate(config("ckpt=null", f"out_dir={tmp_path / 'b'}"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_default_checkpoint_is_the_shipped_demo(tmp_path):
+    assert (DEMO_CHECKPOINT / "config.json").is_file(), f"the demo checkpoint is missing at {DEMO_CHECKPOINT}"
+    run = generate(config("num_samples=1", f"out_dir={tmp_path}"))
+    assert run["conditions"]["ckpt"] == str(DEMO_CHECKPOINT)
+    assert run["latents"].shape == (1, 14, 512)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def test_slerp_against_the_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 14, 8, generator=gen), torch.randn(3, 14, 8, generator=gen)
+    torch.testing.assert_close(slerp(a, b, 0.0), a, rtol=0, atol=1e-6)
+    torch.testing.assert_close(slerp(a, b, 1.0), b, rtol=0, atol=1e-6)
+    # Orthogonal unit vectors: the midpoint is (a + b) / sqrt(2), a unit vector.
+    e0, e1 = torch.eye(4)[0], torch.eye(4)[1]
+    torch.testing.assert_close(slerp(e0, e1, 0.5), (e0 + e1) / math.sqrt(2), rtol=0, atol=1e-7)
+    # Equal norms stay equal along the path, and the angle to a grows linearly in t.
+    u = 3 * torch.nn.functional.normalize(a.double(), dim=-1)
+    v = 3 * torch.nn.functional.normalize(b.double(), dim=-1)
+    omega = torch.arccos((u * v).sum(-1) / 9)
+    for t in (0.25, 0.6):
+        w = slerp(u, v, t)
+        torch.testing.assert_close(w.norm(dim=-1), torch.full_like(omega, 3.0), rtol=0, atol=1e-9)
+        angle = torch.arccos(((w * u).sum(-1) / 9).clamp(-1, 1))
+        torch.testing.assert_close(angle, t * omega, rtol=0, atol=1e-6)
+    # Parallel vectors fall back to linear interpolation.
+    torch.testing.assert_close(slerp(e0, 2 * e0, 0.5), 1.5 * e0, rtol=0, atol=1e-7)
+
+
+def test_more_depth_samples_multiplies_and_restores():
+    from types import SimpleNamespace
+
+    kwargs = {"depth_resolution": 48, "depth_resolution_importance": 24, "ray_start": 2.25}
+    G = SimpleNamespace(rendering_kwargs=kwargs)
+    with more_depth_samples(G, 2):
+        assert G.rendering_kwargs == {**kwargs, "depth_resolution": 96, "depth_resolution_importance": 48}
+    assert G.rendering_kwargs is kwargs and kwargs["depth_resolution"] == 48
+
+
+def test_sampling_options_fall_back_to_the_checkpoint():
+    from types import SimpleNamespace
+
+    bundle = SimpleNamespace(config={"sampling": {"cond_scale": 3.0, "steps": 20, "eta": 0.0, "clamp": None,
+                                                  "text_scale": 2.0}},
+                             diffusion=SimpleNamespace(num_timesteps=1000))
+    given = check_options(config("steps=null", "clamp=null"))
+    assert resolve_sampling(given, bundle) == {"cond_scale": 3.0, "text_scale": 2.0, "exp_scale": None,
+                                               "steps": 20, "eta": 0.0, "clamp": None}
+    given = check_options(config("cond_scale=5", "clamp=false", "steps=null"))  # joint guidance asked for
+    assert resolve_sampling(given, bundle) == {"cond_scale": 5.0, "text_scale": None, "exp_scale": None,
+                                               "steps": 20, "eta": 0.0, "clamp": None}
+    given = check_options(config("clamp=[-2,2]", "exp_scale=1"))
+    assert resolve_sampling(given, bundle) == {"cond_scale": 3.0, "text_scale": None, "exp_scale": 1.0,
+                                               "steps": 2, "eta": 0.0, "clamp": (-2.0, 2.0)}
+    given = check_options(config("clamp=null"))  # the paper's defaults when the checkpoint stores none
+    bare = SimpleNamespace(config={}, diffusion=SimpleNamespace(num_timesteps=1000))
+    assert resolve_sampling(given, bare) == {"cond_scale": 7.0, "text_scale": None, "exp_scale": None,
+                                             "steps": 2, "eta": 0.0, "clamp": (-1.0, 1.0)}
+
+
+def test_condition_normalisation():
+    assert prepare_captions("a", 3) == ["a", "a", "a"]
+    assert prepare_captions(["a", "b"], 2) == ["a", "b"]
+    assert prepare_captions(None, 2) is None
+    for bad in ([], ["a", "b"], [1]):
+        with pytest.raises(ValueError):
+            prepare_captions(bad, 3)
+    assert prepare_expressions(np.ones(50), 3).shape == (3, 50)
+    assert prepare_expressions(np.ones((3, 50)), 3).dtype == torch.float32
+    for bad in (np.ones(49), np.ones((2, 50)), np.full(50, np.nan), np.ones((3, 50, 1))):
+        with pytest.raises(ValueError):
+            prepare_expressions(bad, 3)
+    noise = initial_noise(2, 14, 512, seed=0)
+    torch.testing.assert_close(noise, initial_noise(2, 14, 512, seed=0), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    files = {"garbage_ckpt": tmp / "garbage_ckpt", "exp_49": tmp / "exp49.npy", "exp_nan": tmp / "expnan.npy",
+             "exp_3": tmp / "exp3.npy", "exp_text": tmp / "exp.txt", "latents_shape": tmp / "lat.pt",
+             "latents_dict": tmp / "latdict.pt", "latents_text": tmp / "lat.txt"}
+    files["garbage_ckpt"].mkdir()
+    (files["garbage_ckpt"] / "config.json").write_text("{not json")
+    np.save(files["exp_49"], np.zeros(49, np.float32))
+    np.save(files["exp_nan"], np.full(50, np.nan, np.float32))
+    np.save(files["exp_3"], np.zeros((3, 50), np.float32))
+    files["exp_text"].write_text("0 1 2")
+    torch.save(torch.zeros(2, 13, 512), files["latents_shape"])
+    torch.save({"w": torch.zeros(2, 14, 512)}, files["latents_dict"])
+    files["latents_text"].write_text("hello")
+    return files
+
+
+ERRORS = [  # (overrides, error type, words of the message)
+    (["ckpt={tmp}/missing"], CheckpointError, "not found"),
+    (["ckpt={garbage_ckpt}"], CheckpointError, "config.json"),
+    (["ckpt={exp_49}"], CheckpointError, "python -m scd.convert"),
+    (["exp={tmp}/missing.npy"], GenerateError, "expression file not found"),
+    (["exp={exp_49}"], GenerateError, "shape"),
+    (["exp={exp_nan}"], GenerateError, "NaN"),
+    (["exp={exp_3}"], GenerateError, "3 expression codes for num_samples=2"),
+    (["exp={exp_text}"], GenerateError, "not a readable .npy"),
+    (["captions=[]"], GenerateError, "caption list is empty"),
+    (["captions=['a','b','c']"], GenerateError, "3 captions for num_samples=2"),
+    (["latents={latents_shape}"], GenerateError, "(N, 14, 512)"),
+    (["latents={latents_dict}"], GenerateError, "holds a dict"),
+    (["latents={latents_text}"], GenerateError, "not a tensor saved with torch.save"),
+    (["latents={tmp}/missing.pt"], GenerateError, "latents file not found"),
+    (["generator=ffhq512"], GenerateError, "generator.ckpt=PATH"),
+    (["generator.ckpt={tmp}/missing_generator"], CheckpointError, "cannot load the generator"),
+    (["num_samples=0"], GenerateError, "num_samples must be an integer >= 1"),
+    (["steps=0"], GenerateError, "steps must be an integer >= 1"),
+    (["steps=5000"], GenerateError, "steps must be <="),
+    (["video_mode=normals"], GenerateError, "video_mode must be one of"),
+    (["interpolate=['only one']"], GenerateError, "two captions"),
+    (["clamp=[1,-1]"], GenerateError, "clamp"),
+]
+
+
+@pytest.mark.parametrize("overrides,error,words", ERRORS, ids=[e[0][0].split("=")[0] + str(i)
+                                                                for i, e in enumerate(ERRORS)])
+def test_bad_requests_fail_before_writing(overrides, error, words, ckpt, tmp_path):
+    files = {k: str(v) for k, v in _bad_files(tmp_path).items()}
+    out = tmp_path / "out"
+    cfg = config(f"ckpt={ckpt}", f"out_dir={out}", *[o.format(tmp=tmp_path, **files) for o in overrides])
+    with pytest.raises(error) as info:
+        generate(cfg)
+    assert words in str(info.value)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+def run_cli(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+    command = [sys.executable, "-m", "scd.generate", f"hydra.run.dir={tmp / 'run'}", *TINY, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=env, timeout=300)
+
+
+def test_cli_writes_outputs_and_says_where(ckpt, exp_file, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(f"ckpt={ckpt}", f"exp={exp_file}", "captions=['This man has a beard.']", "seed=0",
+                   "cond_scale=7", f"out_dir={out}", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out.resolve()) in proc.stdout
+    assert (out / "grid.png").is_file() and (out / "latents.pt").is_file()
+    assert torch.load(out / "latents.pt", weights_only=True).shape == (2, 14, 512)
+
+
+def test_cli_error_is_one_line_without_traceback(ckpt, tmp_path):
+    out = tmp_path / "out"  # (the other bad requests are checked in-process above, where they are cheaper)
+    proc = run_cli(f"ckpt={ckpt}", "captions=[]", f"out_dir={out}", tmp=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "caption list is empty" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not out.exists()
