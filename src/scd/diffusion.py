@@ -226,7 +226,8 @@ class GaussianDiffusion(nn.Module):
             else:
                 a, a_next = self.alphas_cumprod[now], self.alphas_cumprod[nxt]
                 sigma = eta * ((1 - a / a_next) * (1 - a_next) / (1 - a)).sqrt()
-                x = x0 * a_next.sqrt() + (1 - a_next - sigma ** 2).sqrt() * eps
+                # with eta = 1 the two terms cancel exactly; float32 rounding can leave a tiny negative
+                x = x0 * a_next.sqrt() + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps
                 if eta > 0:
                     x = x + sigma * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             if callback is not None:
