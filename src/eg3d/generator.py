@@ -3,9 +3,13 @@
 Pipeline (shapes for the FFHQ-512 model, B = batch, R = neural_rendering_resolution, S = img_resolution):
 
     z (B,512), c (B,25) --mapping--> ws (B,14,512)
-    ws --backbone.synthesis--> planes (B,96,256,256) viewed as (B,3,32,256,256)
+    ws --backbone.synthesis--> planes (B,96,256,256) viewed as (B,3,32,256,256)               [planes]
     c --ray_sampler--> rays (B,R*R,3) x2 --renderer(planes, decoder)--> feature_image (B,32,R,R), depth, weights
-    feature_image, ws[:, -1] --superresolution--> image (B,3,S,S)
+    feature_image, ws[:, -1] --superresolution--> image (B,3,S,S)                            [render_planes]
+
+``synthesis(ws, c)`` is ``render_planes(planes(ws), ws, c)``; the planes do not depend on the camera, so a video
+of fixed style codes computes them once and calls ``render_planes`` per frame. :mod:`eg3d.fast` holds the
+accelerated (CUDA, reduced precision and/or compiled) variant of these methods.
 
 Same constructor arguments, parameter names and buffers as the official class, so official ``G_ema`` weights load
 with ``strict=True`` and official init kwargs construct it. Deliberate differences: everything runs in float32 (fp16
@@ -109,7 +113,7 @@ class TriPlaneGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   noise_mode: str = "random", deterministic: bool = False, *,
                   fused_modconv: bool | str | None = None) -> dict[str, torch.Tensor]:
-        """Render style codes from cameras.
+        """Render style codes from cameras: ``render_planes(planes(ws), ws, c)``.
 
         Args:
             ws: (B, num_ws, w_dim) style codes.
@@ -123,20 +127,53 @@ class TriPlaneGenerator(nn.Module):
             {'image' (B,3,S,S), 'image_raw' (B,3,R,R), 'image_depth' (B,1,R,R), 'feature_image' (B,32,R,R),
              'weights_sum' (B,1,R,R), 'planes' (B,3,32,256,256)}.
         """
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must be (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
-        if c.shape != (ws.shape[0], 25):
-            raise ValueError(f"c must be (B, 25) camera labels with B={ws.shape[0]}, got {tuple(c.shape)}")
+        self._check_inputs(ws, c)  # before the backbone runs
+        planes = self.planes(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        return self.render_planes(planes, ws, c, neural_rendering_resolution=neural_rendering_resolution,
+                                  deterministic=deterministic, fused_modconv=fused_modconv)
+
+    def planes(self, ws: torch.Tensor, noise_mode: str = "random", *,
+               fused_modconv: bool | str | None = None) -> torch.Tensor:
+        """The tri-planes of style codes: ws (B, num_ws, w_dim) -> (B, 3, 32, 256, 256).
+
+        They depend on ``ws`` alone, not on the camera: compute them once and pass them to
+        :meth:`render_planes` for every camera of an orbit. Channel 32k + f of the backbone output is feature f
+        of plane k. ``noise_mode`` and ``fused_modconv`` as in :meth:`synthesis`.
+        """
+        self._check_inputs(ws)
+        planes = self.backbone.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        return planes.view(planes.shape[0], 3, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
+
+    def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, *,
+                      neural_rendering_resolution: int | None = None, deterministic: bool = False,
+                      fused_modconv: bool | str | None = None,
+                      renderer: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Volume-render tri-planes from cameras and super-resolve the render.
+
+        Args:
+            planes: (B, 3, 32, H, W) from :meth:`planes` (of these ``ws``).
+            ws: (B, num_ws, w_dim) style codes; the super-resolution head reads ``ws[:, -1]``.
+            c: (B, 25) camera labels.
+            neural_rendering_resolution, deterministic, fused_modconv: as in :meth:`synthesis`.
+            renderer: a module with :class:`~eg3d.renderer.ImportanceRenderer`'s ``forward`` to use instead of
+                ``self.renderer`` (:mod:`eg3d.fast` passes its accelerated one).
+        Returns:
+            the dict of :meth:`synthesis`; its 'planes' is ``planes``.
+        """
+        self._check_inputs(ws, c)
+        batch = ws.shape[0]
+        if planes.ndim != 5 or planes.shape[:3] != (batch, 3, PLANE_CHANNELS):
+            raise ValueError(f"planes must be (B, 3, {PLANE_CHANNELS}, H, W) with B={batch} (from "
+                             f"TriPlaneGenerator.planes(ws)), got {tuple(planes.shape)}")
         resolution = self.neural_rendering_resolution if neural_rendering_resolution is None \
             else neural_rendering_resolution
         cam2world, intrinsics = split_labels(c)
         ray_origins, ray_directions = self.ray_sampler(cam2world, intrinsics, resolution)  # (B, R*R, 3) each
 
-        planes = self._planes(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)  # (B, 3, 32, 256, 256)
-        features, depth, weights_sum = self.renderer(planes, self.decoder, ray_origins, ray_directions,
-                                                     self.rendering_kwargs, deterministic=deterministic)
+        renderer = self.renderer if renderer is None else renderer
+        features, depth, weights_sum = renderer(planes, self.decoder, ray_origins, ray_directions,
+                                                self.rendering_kwargs, deterministic=deterministic)
 
-        batch = ws.shape[0]
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, resolution, resolution).contiguous()
         depth_image = depth.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
         weights_image = weights_sum.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
@@ -157,7 +194,7 @@ class TriPlaneGenerator(nn.Module):
         Returns:
             {'sigma': (B, M, 1) raw density, 'rgb': (B, M, 32) features}.
         """
-        planes = self._planes(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        planes = self.planes(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
         return self.renderer.run_model(planes, self.decoder, coordinates, directions, self.rendering_kwargs)
 
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
@@ -175,10 +212,11 @@ class TriPlaneGenerator(nn.Module):
                           update_emas=update_emas)
         return self.synthesis(ws, c, **synthesis_kwargs)
 
-    def _planes(self, ws: torch.Tensor, *, noise_mode: str, fused_modconv) -> torch.Tensor:
-        """ws -> tri-planes (B, 3, 32, 256, 256); channel 32k + f of the backbone output is feature f of plane k."""
-        planes = self.backbone.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
-        return planes.view(planes.shape[0], 3, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
+    def _check_inputs(self, ws: torch.Tensor, c: torch.Tensor | None = None) -> None:
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        if c is not None and c.shape != (ws.shape[0], 25):
+            raise ValueError(f"c must be (B, 25) camera labels with B={ws.shape[0]}, got {tuple(c.shape)}")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a texface checkpoint directory (safetensors weights + JSON config); see :mod:`eg3d.checkpoint`."""

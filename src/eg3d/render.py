@@ -47,12 +47,17 @@ def view_labels(G, views: list[tuple[float, float]]) -> torch.Tensor:
 
 @torch.no_grad()
 def render_uint8(G, ws: torch.Tensor, c: torch.Tensor, *, image_mode: str, noise_mode: str,
-                 deterministic: bool) -> np.ndarray:
+                 deterministic: bool, planes: torch.Tensor | None = None) -> np.ndarray:
     """Render style codes ws (B, num_ws, w_dim) from cameras c (B, 25) -> uint8 (B, H, W, 3).
 
+    ``planes``: the tri-planes ``G.planes(ws, noise_mode)`` when already computed (then ``noise_mode`` is unused).
     ``image_depth`` is shown like EG3D's gen_videos: negated (near = bright) and min-max scaled per image.
     """
-    image = G.synthesis(ws, c, noise_mode=noise_mode, deterministic=deterministic)[image_mode]
+    if planes is None:
+        out = G.synthesis(ws, c, noise_mode=noise_mode, deterministic=deterministic)
+    else:
+        out = G.render_planes(planes, ws, c, deterministic=deterministic)
+    image = out[image_mode]
     if image_mode == "image_depth":
         flat = -image.flatten(1)  # (B, R*R)
         lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
@@ -72,12 +77,19 @@ def render_grid(G, ws: torch.Tensor, views: torch.Tensor, *, batch_size: int, pr
 
 
 def orbit_frames(G, ws: torch.Tensor, labels: torch.Tensor, *, batch_size: int, progress: bool,
-                 **render_kwargs) -> Iterator[np.ndarray]:
-    """Frames of all style codes ws (N, ...) seen from each orbit label (F, 25), tiled side by side."""
+                 noise_mode: str, **render_kwargs) -> Iterator[np.ndarray]:
+    """Frames of all style codes ws (N, ...) seen from each orbit label (F, 25), tiled side by side.
+
+    The tri-planes of each batch of codes are computed once and rendered from every label (the backbone does not
+    depend on the camera), so noise_mode 'random' draws one noise for the whole video.
+    """
     ncols = math.ceil(math.sqrt(len(ws)))
+    with torch.no_grad():
+        batches = [(ws[i:i + batch_size], G.planes(ws[i:i + batch_size], noise_mode=noise_mode))
+                   for i in range(0, len(ws), batch_size)]
     for c in tqdm(labels, desc="orbit", unit="frame", disable=not progress):
-        images = [render_uint8(G, ws[i:i + batch_size], c.expand(len(ws[i:i + batch_size]), 25), **render_kwargs)
-                  for i in range(0, len(ws), batch_size)]
+        images = [render_uint8(G, codes, c.expand(len(codes), 25), planes=planes, noise_mode=noise_mode,
+                               **render_kwargs) for codes, planes in batches]
         yield tile(np.concatenate(images), ncols=ncols)
 
 
