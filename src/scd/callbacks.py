@@ -1,0 +1,167 @@
+"""Training callbacks of the SCD: export of our checkpoint format, and rendered samples of fixed prompts."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torch import nn
+
+from eg3d.camera import (FFHQ_FOCAL, FFHQ_PIVOT, FFHQ_RADIUS, LookAtPoseSampler, camera_labels,
+                         intrinsics_from_focal)
+from eg3d.video import save_png, tile, to_uint8
+from scd.checkpoint import save_scd
+from scd.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_scd(pl_module: L.LightningModule, path: str | os.PathLike, *, extra: Mapping | None = None,
+               dtype: str = "float32", ema_only: bool = False) -> Path:
+    """Write a training module's denoiser (raw + EMA), diffusion and text encoder as an SCD checkpoint.
+
+    Args:
+        dtype: storage type of the weights ('float32', 'float16', 'bfloat16'); loading casts them back to
+            float32, so a half-precision export only halves the size (and rounds the weights).
+        ema_only: store the EMA weights alone, as the checkpoint's only denoiser (half the size again).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    denoiser, ema = pl_module.denoiser, pl_module.ema.model if pl_module.ema is not None else None
+    if ema_only and ema is not None:
+        denoiser, ema = ema, None
+    text_encoder = pl_module.text_encoder
+    if DTYPES[dtype] != torch.float32:  # cast copies; the training module keeps its float32 weights
+        denoiser = copy.deepcopy(denoiser).to(DTYPES[dtype])
+        ema = copy.deepcopy(ema).to(DTYPES[dtype]) if ema is not None else None
+        # Rebuilt from its weights rather than deep-copied, so its (possibly large) feature cache is not copied.
+        text_encoder = TextEncoder.from_state(text_encoder.config, text_encoder.state_dict()).to(DTYPES[dtype])
+    save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config=pl_module.diffusion.config,
+             text_encoder=text_encoder, extra={**(extra or {}), "dtype": dtype, "ema_only": bool(ema_only)})
+    return Path(path)
+
+
+class ExportSCD(L.Callback):
+    """Keeps ``dirpath`` an up-to-date SCD checkpoint (scd.checkpoint format) of the run.
+
+    It is rewritten (atomically) whenever Lightning saves a checkpoint and once more when training ends, so
+    ``python -m scd.generate ckpt=<dirpath>`` works during and after training with nothing else.
+
+    Args:
+        dirpath: the export directory.
+        dtype, ema_only: see ``export_scd`` (the shipped demo checkpoint: float16, EMA weights only).
+    """
+
+    def __init__(self, *, dirpath: str | os.PathLike, dtype: str = "float32", ema_only: bool = False):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.dirpath = Path(dirpath)
+        self.dtype, self.ema_only = dtype, bool(ema_only)
+
+    def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        world = getattr(trainer.datamodule, "world", None) if trainer.datamodule is not None else None
+        if world is not None:  # lets evaluation rebuild the same synthetic world
+            extra["world"] = world.config
+        export_scd(pl_module, self.dirpath, extra=extra, dtype=self.dtype, ema_only=self.ema_only)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.export(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.export(trainer, pl_module)
+        if trainer.is_global_zero:
+            log.info("SCD checkpoint: %s  (python -m scd.generate ckpt=%s)", self.dirpath, self.dirpath)
+
+
+def frontal_camera(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(batch, 25) labels of the FFHQ frontal camera (yaw = pitch = pi/2, radius 2.7, focal 4.2647)."""
+    cam2world = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, FFHQ_PIVOT, radius=FFHQ_RADIUS,
+                                         batch_size=batch, device=device)
+    return camera_labels(cam2world, intrinsics_from_focal(FFHQ_FOCAL, device=device))
+
+
+class SampleImages(L.Callback):
+    """Samples fixed prompts with the inference (EMA) denoiser and renders them with the generator.
+
+    Every ``every_n_epochs`` epochs (and at the end of training) the codes of ``prompts`` are sampled from
+    the same noise (``seed``), rendered at the frontal camera, tiled into one grid, written to
+    ``dirpath/step_XXXXXXX.png`` and logged to W&B (``samples``) or TensorBoard. Runs on rank zero only.
+
+    Args:
+        generator: config of the EG3D generator (``conf/generator/``), instantiated when fitting starts.
+        prompts: captions, one sample each.
+        dirpath: folder of the PNG grids.
+        every_n_epochs: render period in epochs.
+        scale: joint classifier-free guidance scale.
+        steps: DDIM steps.
+        seed: seed of the initial noise.
+        noise_mode: the generator's noise mode ('const' keeps the renders comparable across epochs).
+    """
+
+    def __init__(self, *, generator: Mapping, prompts: Sequence[str], dirpath: str | os.PathLike,
+                 every_n_epochs: int = 5, scale: float = 7.0, steps: int = 50, seed: int = 0,
+                 noise_mode: str = "const"):
+        prompts = [str(p) for p in prompts]
+        if not prompts:
+            raise ValueError("SampleImages needs at least one prompt")
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.generator_config = generator
+        self.prompts = prompts
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs, self.scale, self.steps = int(every_n_epochs), float(scale), int(steps)
+        self.seed = int(seed)
+        self.noise_mode = noise_mode
+        self._generator: nn.Module | None = None
+        self._last_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Build the generator now (rank zero only): a wrong generator config fails before training starts.
+        if trainer.is_global_zero and self._generator is None:
+            self._generator = hydra.utils.instantiate(self.generator_config)
+
+    @torch.no_grad()
+    def render(self, pl_module: L.LightningModule) -> torch.Tensor:
+        """uint8 grid (H, W, 3) of the prompts' samples."""
+        codes = pl_module.sample(self.prompts, None, num_samples=len(self.prompts), cond_scale=self.scale,
+                                 steps=self.steps, seed=self.seed)                      # (B, 14, 512)
+        G = self._generator.to(pl_module.device)
+        with torch.autocast(pl_module.device.type, enabled=False):
+            images = G.synthesis(codes, frontal_camera(len(codes), pl_module.device),
+                                 noise_mode=self.noise_mode)["image"]                   # (B, 3, S, S)
+        return tile(to_uint8(images.float().cpu()), ncols=min(len(codes), 4))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.log_samples(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_step != trainer.global_step:  # the final weights, when the period did not end on them
+            self.log_samples(trainer, pl_module)
+
+    def log_samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
+        grid = self.render(pl_module)
+        path = save_png(grid, self.dirpath / f"step_{trainer.global_step:07d}.png")
+        log.info("samples at step %d: %s", trainer.global_step, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="samples", images=[grid], caption=[" | ".join(self.prompts)],
+                                 step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid, trainer.global_step, dataformats="HWC")

@@ -1,0 +1,233 @@
+"""Lightning module that trains the Style Code Denoiser (SCD).
+
+The networks are plain PyTorch (scd.denoiser, scd.diffusion, scd.text); this module only wires them for
+training: condition dropout for classifier-free guidance, an EMA copy of the denoiser, AdamW with warmup +
+cosine decay, and validation (a fixed-noise loss, plus sampled-code metrics when the data come from the
+synthetic world).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from scd.denoiser import StyleCodeDenoiser
+from scd.diffusion import GaussianDiffusion
+from scd.sampling import sample_codes
+from scd.text import TextEncoder
+
+
+class EMA(nn.Module):
+    """An exponential moving average of a module's parameters, for inference only.
+
+    Args:
+        model: the module to track; a frozen copy of it is kept as ``self.model`` (buffers are copied).
+        decay: the EMA rate in [0, 1); 0 copies the weights at every update.
+        warmup: if true, the rate at update n is min(decay, (1 + n) / (10 + n)), so early updates follow the
+            weights closely instead of averaging the random initialisation in for thousands of steps.
+    """
+
+    def __init__(self, model: nn.Module, *, decay: float = 0.9999, warmup: bool = True):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> EMA:
+        # The average is never trained: keep dropout off even when the parent module enters training mode.
+        super().train(False)
+        return self
+
+    def current_decay(self) -> float:
+        n = int(self.num_updates)
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """ema <- decay * ema + (1 - decay) * weights; buffers are copied."""
+        ema_params = list(self.model.parameters())
+        params = [p.detach() for p in model.parameters()]
+        if len(ema_params) != len(params):
+            raise ValueError("EMA.update got a module with a different parameter list than the one it tracks")
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.current_decay())
+        for ema_buf, buf in zip(self.model.buffers(), model.buffers()):
+            ema_buf.copy_(buf)
+        self.num_updates += 1
+
+
+def warmup_cosine(optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0,
+                  final_lr_ratio: float = 0.0) -> LambdaLR:
+    """Linear warmup from lr/warmup_steps to lr over ``warmup_steps``, then cosine decay to lr*final_lr_ratio.
+
+    Args:
+        total_steps: optimizer steps of the whole run (the module passes the trainer's estimate).
+        warmup_steps: steps of linear warmup; 0 starts at the full rate.
+        final_lr_ratio: the rate at ``total_steps`` as a fraction of the peak rate, in [0, 1].
+    """
+    if warmup_steps < 0 or total_steps < 1:
+        raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}")
+    if not 0.0 <= final_lr_ratio <= 1.0:
+        raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_lr_ratio + (1.0 - final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+class SCDModule(L.LightningModule):
+    """Trains a StyleCodeDenoiser with a GaussianDiffusion on (code, caption, expression) batches.
+
+    Args:
+        denoiser: the network being trained.
+        diffusion: noise schedule, loss and samplers (buffers only).
+        text_encoder: frozen text tower; captions are encoded once and cached by it. Its width must equal
+            ``denoiser.text_dim``; its encoding of "" becomes the denoiser's null text.
+        optimizer: a factory ``optimizer(params) -> Optimizer`` (a ``_partial_`` config).
+        scheduler: a factory ``scheduler(optimizer, total_steps=...) -> LRScheduler`` stepped every optimizer
+            step, or None for a constant rate.
+        ema: a factory ``ema(denoiser) -> EMA``; None keeps no average (the raw weights are then used for
+            validation, sampling and export).
+        text_drop_prob: probability of replacing a sample's caption by the null text during training.
+        exp_drop_prob: probability of replacing a sample's expression by the learned null token; 1 trains a
+            text-only model. Samples without an expression (``has_exp`` false) always use the null token.
+        val_sampling: ``{num_samples, steps, scale}`` for the sampled-code metrics computed at the end of each
+            validation epoch when the datamodule has a synthetic ``world``; None turns them off.
+    """
+
+    def __init__(self, *, denoiser: StyleCodeDenoiser, diffusion: GaussianDiffusion,
+                 text_encoder: TextEncoder, optimizer: Callable[..., Optimizer],
+                 scheduler: Callable[..., LRScheduler] | None = None,
+                 ema: Callable[[nn.Module], EMA] | None = None, text_drop_prob: float = 0.5,
+                 exp_drop_prob: float = 0.5, val_sampling: dict | None = None):
+        super().__init__()
+        for name, p in (("text_drop_prob", text_drop_prob), ("exp_drop_prob", exp_drop_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if text_encoder.width != denoiser.text_dim:
+            raise ValueError(f"the text encoder's width ({text_encoder.width}) differs from the denoiser's "
+                             f"text_dim ({denoiser.text_dim}); set model.denoiser.text_dim to "
+                             f"{text_encoder.width}")
+        self.denoiser = denoiser
+        self.diffusion = diffusion
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        with torch.no_grad():
+            self.denoiser.set_null_text(self.text_encoder.null_features())
+        self.ema = ema(self.denoiser) if ema is not None else None
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.text_drop_prob = float(text_drop_prob)
+        self.exp_drop_prob = float(exp_drop_prob)
+        self.val_sampling = dict(val_sampling) if val_sampling else None
+
+    # ---- pieces shared by training, validation, callbacks and evaluation -----------------------------------
+    @property
+    def inference_denoiser(self) -> StyleCodeDenoiser:
+        """The EMA weights when kept, else the raw ones."""
+        return self.ema.model if self.ema is not None else self.denoiser
+
+    def encode_text(self, captions: list[str]) -> Tensor:
+        """(B, 77, width) float32 text features on this device (cached per caption by the encoder)."""
+        with torch.autocast(self.device.type, enabled=False):  # the frozen tower runs in float32 under AMP
+            return self.text_encoder.encode(list(captions)).to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def sample(self, captions: list[str] | None, exps: Tensor | None, *, num_samples: int,
+               use_ema: bool = True, **sampling) -> Tensor:
+        """Guided DDIM codes (num_samples, 14, 512) with the inference (EMA) or raw denoiser.
+
+        The same pipeline as ``python -m scd.generate`` (scd.sampling.sample_codes; ``sampling`` are its
+        keyword arguments: cond_scale, text_scale, exp_scale, steps, seed, ...), in float32 even under AMP.
+        """
+        parts = SimpleNamespace(denoiser=self.inference_denoiser if use_ema else self.denoiser,
+                                diffusion=self.diffusion, text_encoder=self.text_encoder)
+        with torch.autocast(self.device.type, enabled=False):
+            return sample_codes(parts, captions, exps, num_samples=num_samples, **sampling)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        codes, exps = batch["code"], batch["exp"]  # (B, 14, 512), (B, 50)
+        text = self.encode_text(batch["caption"])   # (B, 77, width)
+        n = codes.shape[0]
+        # Independent masks: both kept, text only, expression only and unconditional are all trained.
+        text_keep = torch.rand(n, device=self.device) >= self.text_drop_prob
+        has_exp = batch["has_exp"].to(self.device)
+        exp_keep = (torch.rand(n, device=self.device) >= self.exp_drop_prob) & has_exp
+
+        def model_fn(x: Tensor, t: Tensor) -> Tensor:
+            return self.denoiser(x, t, text, exps, text_keep=text_keep, exp_keep=exp_keep)
+
+        loss = self.diffusion.loss(model_fn, codes)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)  # another caption per multi-caption code each epoch
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # One EMA update per optimizer step (global_step counts those, also under gradient accumulation).
+        if self.ema is not None and self.global_step > int(self.ema.num_updates):
+            self.ema.update(self.denoiser)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.denoiser.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation ----------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        codes, exps = batch["code"], batch["exp"]
+        text = self.encode_text(batch["caption"])
+        n = codes.shape[0]
+        # The same timesteps and noise at every epoch, so the curve measures the model and not the draw.
+        gen = torch.Generator().manual_seed(batch_idx)
+        t = torch.randint(0, self.diffusion.num_timesteps, (n,), generator=gen).to(self.device)
+        noise = torch.randn(codes.shape, generator=gen).to(self.device)
+        denoiser = self.inference_denoiser
+        # Conditions as the model is trained to use them: one that is always dropped (text_only) stays dropped.
+        text_keep = torch.full((n,), self.text_drop_prob < 1.0, device=self.device)
+        exp_keep = batch["has_exp"].to(self.device) & (self.exp_drop_prob < 1.0)
+
+        def model_fn(x: Tensor, t: Tensor) -> Tensor:
+            return denoiser(x, t, text, exps, text_keep=text_keep, exp_keep=exp_keep)
+
+        loss = self.diffusion.loss(model_fn, codes, t=t, noise=noise)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        datamodule = self.trainer.datamodule
+        world = getattr(datamodule, "world", None)
+        if world is None or self.val_sampling is None or self.trainer.sanity_checking:
+            return
+        from scd.evaluate import world_metrics  # evaluation code, imported where it is used
+
+        val = datamodule.val_data
+        k = min(int(self.val_sampling["num_samples"]), len(val))
+        captions = [caps[0] if caps else "" for caps in val.captions[:k]]
+        exps = val.expressions[:k]
+        codes = self.sample(captions if self.text_drop_prob < 1.0 else None,
+                            exps if self.exp_drop_prob < 1.0 else None, num_samples=k,
+                            cond_scale=float(self.val_sampling["scale"]), steps=int(self.val_sampling["steps"]),
+                            seed=0)
+        metrics = world_metrics(world, codes.cpu(), captions, exps, val.codes)
+        # Every rank samples the same noise and gets the same numbers, so no reduction is needed.
+        self.log_dict({f"val/{name}": value for name, value in metrics.items()}, on_epoch=True)
