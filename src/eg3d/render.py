@@ -45,6 +45,12 @@ def view_labels(G, views: list[tuple[float, float]]) -> torch.Tensor:
     return camera_labels(cam2world, intrinsics_from_focal(FFHQ_FOCAL))
 
 
+def frontal_labels(G, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Labels (n, 25) of the frontal camera (yaw = pitch = pi/2) on the generator's camera sphere (for FFHQ: pivot
+    (0, 0, 0.2), radius 2.7) with the FFHQ focal length, the camera the official infer.py renders from."""
+    return view_labels(G, [(0.0, 0.0)]).to(device).expand(n, 25)
+
+
 @torch.no_grad()
 def render_uint8(G, ws: torch.Tensor, c: torch.Tensor, *, image_mode: str, noise_mode: str,
                  deterministic: bool, planes: torch.Tensor | None = None) -> np.ndarray:
@@ -140,7 +146,7 @@ def run(cfg: DictConfig) -> list[Path]:
     written = []
 
     # Style codes are conditioned on the frontal camera, whatever camera renders them.
-    frontal = view_labels(G, [(0.0, 0.0)]).to(device)
+    frontal = frontal_labels(G, 1, device)
 
     def style_codes(seeds: list[int]) -> torch.Tensor:  # (N, num_ws, w_dim)
         z = seed_latents(seeds, G.z_dim).to(device)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,8 +13,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import nn
 
-from eg3d.camera import (FFHQ_FOCAL, FFHQ_PIVOT, FFHQ_RADIUS, LookAtPoseSampler, camera_labels,
-                         intrinsics_from_focal)
+from eg3d.render import frontal_labels
 from eg3d.video import save_png, tile, to_uint8
 from scd.checkpoint import save_scd
 from scd.text import TextEncoder
@@ -86,13 +84,6 @@ class ExportSCD(L.Callback):
             log.info("SCD checkpoint: %s  (python -m scd.generate ckpt=%s)", self.dirpath, self.dirpath)
 
 
-def frontal_camera(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(batch, 25) labels of the FFHQ frontal camera (yaw = pitch = pi/2, radius 2.7, focal 4.2647)."""
-    cam2world = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, FFHQ_PIVOT, radius=FFHQ_RADIUS,
-                                         batch_size=batch, device=device)
-    return camera_labels(cam2world, intrinsics_from_focal(FFHQ_FOCAL, device=device))
-
-
 class SampleImages(L.Callback):
     """Samples fixed prompts with the inference (EMA) denoiser and renders them with the generator.
 
@@ -140,7 +131,7 @@ class SampleImages(L.Callback):
                                  steps=self.steps, seed=self.seed)                      # (B, 14, 512)
         G = self._generator.to(pl_module.device)
         with torch.autocast(pl_module.device.type, enabled=False):
-            images = G.synthesis(codes, frontal_camera(len(codes), pl_module.device),
+            images = G.synthesis(codes, frontal_labels(G, len(codes), pl_module.device),
                                  noise_mode=self.noise_mode)["image"]                   # (B, 3, S, S)
         return tile(to_uint8(images.float().cpu()), ncols=min(len(codes), 4))
 

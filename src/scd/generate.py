@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from eg3d.camera import orbit_labels
 from eg3d.checkpoint import CheckpointError
-from eg3d.render import render_uint8, view_labels
+from eg3d.render import frontal_labels, render_uint8
 from eg3d.video import save_png, tile, write_mp4
 from scd.checkpoint import DEFAULT_SAMPLING, load_scd
 from scd.sampling import initial_noise, prepare_captions, prepare_expressions, sample_codes, slerp
@@ -241,12 +241,6 @@ def build_generator(generator_cfg: DictConfig, device: torch.device):
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-
-def frontal_labels(G, n: int, device: torch.device) -> torch.Tensor:
-    """Camera labels (n, 25) of the frontal camera (yaw = pitch = pi/2) on the generator's camera sphere (the
-    FFHQ pivot (0, 0, 0.2) and radius 2.7) with the FFHQ focal length, as the official infer.py renders."""
-    return view_labels(G, [(0.0, 0.0)]).to(device).expand(n, 25)
-
 
 def render_frames(G, ws: torch.Tensor, c: torch.Tensor, *, mode: str, noise_mode: str, deterministic: bool,
                   batch: int, desc: str, progress: bool) -> Iterator[np.ndarray]:

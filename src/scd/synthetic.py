@@ -245,8 +245,8 @@ class AttributeWorld:
 
     def __init__(self, seed: int = 0, *, w_avg: Sequence[float] | torch.Tensor | None = None,
                  strength: float = 3.0, exp_strength: float = 1.0, exp_std: float = 1.0, identity_rank: int = 32,
-                 identity_std: float = 1.0, noise_std: float = 0.02, probe_dims: int = 32, p_mention: float = 0.5, p_gender: float = 0.8,
-                 max_captions: int = 3, p_uncaptioned: float = 0.1):
+                 identity_std: float = 1.0, noise_std: float = 0.02, probe_dims: int = 32, p_mention: float = 0.5,
+                 p_gender: float = 0.8, max_captions: int = 3, p_uncaptioned: float = 0.1):
         for name, value in (("strength", strength), ("exp_strength", exp_strength), ("exp_std", exp_std)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
