@@ -17,14 +17,13 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from eg3d.atomic import atomic_directory
 from eg3d.camera import FFHQ_FOCAL, LookAtPoseSampler, camera_labels, intrinsics_from_focal
 from eg3d.generator import TriPlaneGenerator
 from eg3d.presets import preset as get_preset
@@ -39,28 +38,11 @@ class CheckpointError(RuntimeError):
 def write_checkpoint(path: str | os.PathLike, config: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Atomically write ``config`` and each ``tensors[name]`` state dict to ``path/<name>.safetensors``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        # mkdtemp makes the folder owner-only; a checkpoint should get the permissions of any new folder.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
+    with atomic_directory(path) as tmp:
         for name, state in tensors.items():
             state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             save_file(state, str(tmp / f"{name}.safetensors"))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

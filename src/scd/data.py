@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
+
+from eg3d.atomic import atomic_directory
 
 N_TOKENS, CODE_DIM, EXP_DIM, CAMERA_DIM = 14, 512, 50, 25
 CODES_FILE, CAPTIONS_FILE, META_FILE = "codes.safetensors", "captions.jsonl", "meta.json"
@@ -197,35 +197,11 @@ class StyleCodeSet:
         lines = [json.dumps({"id": i, "captions": c}, ensure_ascii=False) + "\n"
                  for i, c in zip(self.ids, self.captions)]
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_directory(path) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / CODES_FILE))
             (tmp / CAPTIONS_FILE).write_text("".join(lines), encoding="utf-8")
             (tmp / META_FILE).write_text(meta_text + "\n", encoding="utf-8")
-            # mkdtemp (and safetensors) create owner-only modes; give the dataset the usual umask-based modes
-            umask = _umask()
-            os.chmod(tmp, 0o777 & ~umask)
-            for file in tmp.iterdir():
-                os.chmod(file, 0o666 & ~umask)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
