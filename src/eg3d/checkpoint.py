@@ -46,8 +46,15 @@ def write_checkpoint(path: str | os.PathLike, config: dict, tensors: dict[str, d
     return path
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """Read ``path/config.json``; raise CheckpointError with a readable message if it is missing or malformed."""
+def read_config(path: str | os.PathLike, *, kind: str | None = None, format: str | None = None,
+                version: tuple[str, int] | None = None) -> dict:
+    """Read ``path/config.json``; raise CheckpointError with a readable message if it is missing or malformed.
+
+    Args:
+        kind: what the caller expects, for messages ("generator", "SCD").
+        format: the required value of the config's ``format`` entry; None accepts any.
+        version: (key, number) the config must hold, e.g. ("format_version", 1); None accepts any.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -59,7 +66,17 @@ def read_config(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path / CONFIG_FILE} must hold a JSON object, got {type(config).__name__}")
+    if format is not None and config.get("format") != format:
+        raise CheckpointError(f"{path} is not {_article(kind)} {kind} checkpoint (format {config.get('format')!r}, "
+                              f"expected {format!r})")
+    if version is not None and config.get(version[0]) != version[1]:
+        raise CheckpointError(f"{path} has {kind} format version {config.get(version[0])!r}; this code reads "
+                              f"version {version[1]}")
     return config
+
+
+def _article(word: str | None) -> str:
+    return "an" if word and word[0].upper() in "AEIOUS" else "a"
 
 
 def read_tensors(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
@@ -162,13 +179,8 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
 
 
 def _read_generator_config(path: Path) -> tuple[dict, int]:
-    config = read_config(path)
-    if config.get("format") != GENERATOR_FORMAT:
-        raise CheckpointError(f"{path} is not a generator checkpoint (format {config.get('format')!r}, "
-                              f"expected {GENERATOR_FORMAT!r})")
-    if config.get("format_version") != GENERATOR_FORMAT_VERSION:
-        raise CheckpointError(f"{path} has generator format version {config.get('format_version')!r}; "
-                              f"this code reads version {GENERATOR_FORMAT_VERSION}")
+    config = read_config(path, kind="generator", format=GENERATOR_FORMAT,
+                         version=("format_version", GENERATOR_FORMAT_VERSION))
     init_kwargs, nrr = config.get("init_kwargs"), config.get("neural_rendering_resolution")
     if not isinstance(init_kwargs, dict) or not isinstance(nrr, int) or nrr <= 0:
         raise CheckpointError(f"{path / CONFIG_FILE} needs an 'init_kwargs' object and a positive integer "

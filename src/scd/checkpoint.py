@@ -113,13 +113,7 @@ def load_scd(path: str | os.PathLike, map_location: str | torch.device = "cpu", 
     Raises:
         CheckpointError: missing files, another format, or weights that do not fit the config.
     """
-    config = read_config(path)
-    if config.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an SCD checkpoint (format {config.get('format')!r}, expected "
-                              f"{FORMAT!r})")
-    if config.get("version") != VERSION:
-        raise CheckpointError(f"{path}: unsupported SCD checkpoint version {config.get('version')!r} "
-                              f"(this code reads version {VERSION})")
+    config = read_config(path, kind="SCD", format=FORMAT, version=("version", VERSION))
     for key in ("denoiser", "diffusion"):
         if not isinstance(config.get(key), dict):
             raise CheckpointError(f"{path}/config.json has no '{key}' settings")
