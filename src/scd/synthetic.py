@@ -10,6 +10,13 @@ rank ``identity_rank``, z, exp ~ N(0, 1) (exp scaled by ``exp_std``) and eps ~ N
 the expression subspace, the identity subspace and ``probe_dims`` extra directions are mutually orthonormal
 (one QR of a seeded Gaussian matrix), so each metric reads its own part of the code exactly.
 
+Every direction repeats one 512-d direction on all 14 layers (scaled by 1/sqrt(14) to unit norm). Real W+ codes
+have this structure: EG3D's mapping network gives the same w to every layer, and inverted codes stay close to
+that; only the residual noise differs between layers. It also matters for learning: the official denoiser applies
+the same weights to every layer token and sees a token's position only through the attention scores, and it
+fitted directions drawn independently per layer (an earlier version of this world) much worse
+(docs/LEARNING.md).
+
 Attributes (CelebA-Dialog): gender (0 female, 1 male), and smiling, bangs, eyeglasses, beard, age with degrees
 0..5. Level k maps to v = 2k / (L - 1) - 1 in [-1, 1] (L = number of levels); reading a code back projects it onto
 d_a and inverts that map. Women never have a beard (level 0) and their captions never mention one.
@@ -259,11 +266,10 @@ class AttributeWorld:
         if identity_rank < 0 or probe_dims < 0 or max_captions < 1:
             raise ValueError(f"identity_rank and probe_dims must be >= 0 and max_captions >= 1, got "
                              f"{identity_rank}, {probe_dims} and {max_captions}")
-        dim = N_TOKENS * CODE_DIM
         n_basis = len(ATTRIBUTES) + EXP_DIM + identity_rank + probe_dims
-        if n_basis > dim:
+        if n_basis > CODE_DIM:
             raise ValueError(f"identity_rank + probe_dims are too large: the world needs {n_basis} orthonormal "
-                             f"directions in {dim} dimensions")
+                             f"directions in {CODE_DIM} dimensions")
         w = torch.zeros(CODE_DIM) if w_avg is None else torch.as_tensor(w_avg, dtype=torch.float32)
         if tuple(w.shape) == (CODE_DIM,):
             w = w.expand(N_TOKENS, CODE_DIM)
@@ -279,9 +285,11 @@ class AttributeWorld:
         self.w_avg = w.contiguous().clone()  # (14, 512)
 
         g = torch.Generator().manual_seed(self.seed)
-        basis, _ = torch.linalg.qr(torch.randn(dim, n_basis, generator=g, dtype=torch.float64))  # (D, K)
-        # (K, D) float64, orthonormal rows: attributes | expression | identity | probes
-        self.basis = basis.T.contiguous()
+        basis, _ = torch.linalg.qr(torch.randn(CODE_DIM, n_basis, generator=g, dtype=torch.float64))  # (512, K)
+        # (K, D) float64, orthonormal rows: attributes | expression | identity | probes. Every direction is the
+        # same 512-d direction on all 14 layers, as in real W+ codes (see the module docstring).
+        self.basis = (basis.T.unsqueeze(1).expand(n_basis, N_TOKENS, CODE_DIM) / math.sqrt(N_TOKENS)).reshape(
+            n_basis, N_TOKENS * CODE_DIM).contiguous()
         n_attr = len(ATTRIBUTES)
         self._exp_rows = slice(n_attr, n_attr + EXP_DIM)
         self._id_rows = slice(n_attr + EXP_DIM, n_attr + EXP_DIM + identity_rank)
