@@ -317,7 +317,7 @@ def test_learning_proof_guidance_raises_attribute_accuracy(tmp_path):
     The same settings as the documented `python -m scd.evaluate ckpt=<run>/export num_samples=500` (joint
     guidance with the held-out expressions) and its `use_exp=false` variant (text alone); the numbers of those
     runs are in docs/LEARNING.md and the bounds below leave room for floating-point differences between machines
-    and thread counts. Takes about 25 minutes on 2 CPU cores.
+    and thread counts. Takes about 20 minutes on 2 CPU cores.
     """
     from scd.checkpoint import load_scd
     from scd.evaluate import guidance_sweep
