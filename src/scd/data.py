@@ -71,24 +71,28 @@ def _check_captions(captions, ids, n: int, where: str) -> None:
     if len(captions) != n or len(ids) != n:
         raise DataFormatError(f"{where}: there are {n} codes but {len(captions)} caption lists and {len(ids)} ids; "
                               f"every code needs exactly one id and one (possibly empty) caption list")
-    first_seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     for i, (cid, caps) in enumerate(zip(ids, captions)):
-        if not isinstance(cid, str) or not cid:
-            raise DataFormatError(f"{where}: id {i} must be a non-empty string, got {cid!r}")
-        if cid in first_seen:
-            raise DataFormatError(f"{where}: id {cid!r} is used by codes {first_seen[cid]} and {i}; ids must be "
-                                  f"unique")
-        first_seen[cid] = i
-        if not isinstance(caps, list):
-            raise DataFormatError(f"{where}: the captions of code {i} (id {cid!r}) must be a list of strings, got "
-                                  f"{type(caps).__name__}")
-        for j, cap in enumerate(caps):
-            if not isinstance(cap, str):
-                raise DataFormatError(f"{where}: caption {j} of code {i} (id {cid!r}) must be a string, got "
-                                      f"{type(cap).__name__} {cap!r}")
-            if not cap.strip():
-                raise DataFormatError(f"{where}: caption {j} of code {i} (id {cid!r}) is empty; drop it (an empty "
-                                      f"caption list already means 'no caption')")
+        _check_entry(cid, caps, f"{where}, code {i}", f"code {i}", seen)
+
+
+def _check_entry(cid, caps, where: str, label: str, seen: dict[str, str]) -> None:
+    """One code's id and caption list. ``where`` locates the entry in messages, ``label`` is its short name, and
+    ``seen`` maps the ids met so far to their labels (updated here)."""
+    if not isinstance(cid, str) or not cid:
+        raise DataFormatError(f"{where}: 'id' must be a non-empty string, got {cid!r}")
+    if cid in seen:
+        raise DataFormatError(f"{where}: id {cid!r} is already used ({seen[cid]}); ids must be unique")
+    seen[cid] = label
+    if not isinstance(caps, list):
+        raise DataFormatError(f"{where}: 'captions' must be a list of strings (possibly empty), got "
+                              f"{type(caps).__name__}")
+    for j, cap in enumerate(caps):
+        if not isinstance(cap, str):
+            raise DataFormatError(f"{where}: caption {j} must be a string, got {type(cap).__name__} {cap!r}")
+        if not cap.strip():
+            raise DataFormatError(f"{where}: caption {j} is empty; drop it (an empty list already means "
+                                  f"'no caption')")
 
 
 @dataclass
@@ -242,7 +246,7 @@ def _read_captions(file: Path) -> tuple[list[list[str]], list[str]]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
-    captions, ids, first_line = [], [], {}
+    captions, ids, seen = [], [], {}
     for number, line in enumerate(lines, start=1):
         where = f"{file}, line {number}"
         if not line.strip():
@@ -262,21 +266,7 @@ def _read_captions(file: Path) -> tuple[list[list[str]], list[str]]:
             raise DataFormatError(f"{where} has unexpected key(s) {', '.join(map(repr, extra))}; only \"id\" and "
                                   f"\"captions\" are allowed (put other information in {META_FILE})")
         cid, caps = obj["id"], obj["captions"]
-        if not isinstance(cid, str) or not cid:
-            raise DataFormatError(f"{where}: 'id' must be a non-empty string, got {cid!r}")
-        if cid in first_line:
-            raise DataFormatError(f"{where}: id {cid!r} is already used on line {first_line[cid]}; ids must be "
-                                  f"unique")
-        first_line[cid] = number
-        if not isinstance(caps, list):
-            raise DataFormatError(f"{where}: 'captions' must be a list of strings (possibly empty), got "
-                                  f"{type(caps).__name__}")
-        for j, cap in enumerate(caps):
-            if not isinstance(cap, str):
-                raise DataFormatError(f"{where}: caption {j} must be a string, got {type(cap).__name__} {cap!r}")
-            if not cap.strip():
-                raise DataFormatError(f"{where}: caption {j} is empty; drop it (an empty list already means "
-                                      f"'no caption')")
+        _check_entry(cid, caps, where, f"line {number}", seen)
         captions.append(caps)
         ids.append(cid)
     return captions, ids

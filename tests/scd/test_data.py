@@ -154,7 +154,7 @@ BROKEN = {
     "numeric id": (lambda p: _rewrite_lines(p, lambda ls: [_line({"id": 7, "captions": []})] + ls[1:]),
                    ["line 1: 'id' must be a non-empty string, got 7"]),
     "duplicate id": (lambda p: _rewrite_lines(p, lambda ls: ls[:3] + [ls[1]] + ls[4:]),
-                     ["line 4: id 'img_001' is already used on line 2", "unique"]),
+                     ["line 4: id 'img_001' is already used (line 2)", "unique"]),
     "captions not a list": (lambda p: _rewrite_lines(p, lambda ls: [_line({"id": "a", "captions": "hi"})] + ls[1:]),
                             ["line 1: 'captions' must be a list of strings", "got str"]),
     "non-string caption": (lambda p: _rewrite_lines(p, lambda ls: [_line({"id": "a", "captions": ["ok", 3]})] + ls[1:]),
@@ -192,11 +192,11 @@ def test_constructor_validates_in_memory_sets():
     fields = {"codes": good.codes, "expressions": good.expressions, "captions": good.captions, "ids": good.ids}
     with pytest.raises(DataFormatError, match="5 codes but 5 caption lists and 4 ids"):
         StyleCodeSet(**{**fields, "ids": good.ids[:4]})
-    with pytest.raises(DataFormatError, match="id 'img_000' is used by codes 0 and 2"):
+    with pytest.raises(DataFormatError, match=r"code 2: id 'img_000' is already used \(code 0\)"):
         StyleCodeSet(**{**fields, "ids": ["img_000", "b", "img_000", "d", "e"]})
     with pytest.raises(DataFormatError, match="'codes' has dtype float64"):
         StyleCodeSet(**{**fields, "codes": good.codes.double()})
-    with pytest.raises(DataFormatError, match="caption 0 of code 1 .* must be a string"):
+    with pytest.raises(DataFormatError, match="code 1: caption 0 must be a string"):
         StyleCodeSet(**{**fields, "captions": [["a"], [None], [], [], []]})
     with pytest.raises(DataFormatError, match="tensor 'cameras' has 3 rows"):
         StyleCodeSet(**fields, cameras=torch.zeros(3, 25))
