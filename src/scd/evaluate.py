@@ -46,7 +46,7 @@ def world_metrics(world: AttributeWorld, codes: torch.Tensor, captions: Sequence
 
 def guidance_sweep(model: SCDParts, world: AttributeWorld, eval_set: StyleCodeSet, reference: torch.Tensor, *,
                    scales: Sequence[float], steps: int = 50, seed: int = 0, use_exp: bool = True,
-                   batch_size: int = 256) -> list[dict]:
+                   exp_scale: float | None = None, batch_size: int = 256) -> list[dict]:
     """One row of ``world_metrics`` per guidance scale (plus ``scale``), from the same initial noise.
 
     Args:
@@ -55,6 +55,7 @@ def guidance_sweep(model: SCDParts, world: AttributeWorld, eval_set: StyleCodeSe
         eval_set: held-out codes; their first captions (and expressions when ``use_exp``) are the conditions.
         reference: independent true codes for the Frechet distance.
         scales: joint guidance scales; 0 is the unconditional model, 1 the conditional one without guidance.
+            With ``exp_scale`` they are the text scales, and the expression keeps ``exp_scale`` throughout.
         steps, seed: DDIM steps and noise seed.
         batch_size: codes per sampling call.
     """
@@ -62,13 +63,16 @@ def guidance_sweep(model: SCDParts, world: AttributeWorld, eval_set: StyleCodeSe
     exps = eval_set.expressions
     rows = []
     for scale in scales:
+        guidance = ({"cond_scale": float(scale)} if exp_scale is None else
+                    {"text_scale": float(scale), "exp_scale": float(exp_scale)})
         codes = []
         for start in range(0, len(captions), batch_size):
             stop = min(start + batch_size, len(captions))
             codes.append(sample_codes(model, captions[start:stop], exps[start:stop] if use_exp else None,
-                                      num_samples=stop - start, cond_scale=float(scale), steps=steps,
-                                      seed=seed + start).cpu())
-        row = {"scale": float(scale), **world_metrics(world, torch.cat(codes), captions, exps, reference)}
+                                      num_samples=stop - start, steps=steps, seed=seed + start,
+                                      **guidance).cpu())
+        row = {"scale": float(scale), **({} if exp_scale is None else {"exp_scale": float(exp_scale)}),
+               **world_metrics(world, torch.cat(codes), captions, exps, reference)}
         log.info("scale %g: attribute accuracy %.3f", scale, row["attr_acc/mean"])
         rows.append(row)
     return rows
@@ -84,7 +88,9 @@ def format_table(rows: list[dict], true_row: dict) -> str:
     text += "| chance (codes independent of captions) | {:.3f} | {:.3f} | | |\n".format(
         true_row["attr_acc/chance"], true_row["attr_acc_presence/chance"])
     for row in rows:
-        text += line.format(f"sampled, guidance scale {row['scale']:g}", row["attr_acc/mean"],
+        label = (f"sampled, guidance scale {row['scale']:g}" if "exp_scale" not in row else
+                 f"sampled, text scale {row['scale']:g}, expression scale {row['exp_scale']:g}")
+        text += line.format(label, row["attr_acc/mean"],
                             row["attr_acc_presence/mean"], row["exp_error"], row["fd"])
     return text
 
@@ -92,6 +98,8 @@ def format_table(rows: list[dict], true_row: dict) -> str:
 def evaluate(cfg: DictConfig) -> dict:
     """Run the sweep described by ``cfg`` (conf/evaluate.yaml); write and return the results."""
     print(OmegaConf.to_yaml(cfg, resolve=True), flush=True)
+    if cfg.exp_scale is not None and not cfg.use_exp:
+        raise ValueError(f"exp_scale={cfg.exp_scale} needs the expressions: drop exp_scale or set use_exp=true")
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     model = load_scd(cfg.ckpt, map_location=device, use_ema=cfg.use_ema)
@@ -105,7 +113,7 @@ def evaluate(cfg: DictConfig) -> dict:
     captions = [caps[0] if caps else "" for caps in eval_set.captions]
     true_row = world_metrics(world, eval_set.codes, captions, eval_set.expressions, reference)
     rows = guidance_sweep(model, world, eval_set, reference, scales=list(cfg.scales), steps=cfg.steps,
-                          seed=cfg.seed, use_exp=cfg.use_exp, batch_size=cfg.batch_size)
+                          seed=cfg.seed, use_exp=cfg.use_exp, exp_scale=cfg.exp_scale, batch_size=cfg.batch_size)
     results = {"ckpt": str(cfg.ckpt), "true_codes": true_row, "sweep": rows,
                "settings": OmegaConf.to_container(cfg, resolve=True)}
     table = format_table(rows, true_row)

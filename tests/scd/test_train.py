@@ -252,6 +252,28 @@ def test_train_demo_end_to_end_exports_renders_and_resumes(tmp_path):
     assert results["true_codes"]["attr_acc/mean"] > 0.9  # true codes agree with their own captions
     assert "guidance scale 7" in (tmp_path / "eval" / "results.md").read_text()
 
+    # With exp_scale the scales guide the text and the expression keeps its own scale: the same codes as
+    # sample_codes(text_scale=3, exp_scale=1) for the held-out captions and expressions.
+    from scd.evaluate import world_metrics
+    from scd.sampling import sample_codes
+    from scd.synthetic import AttributeWorld
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        eval_cfg = compose("evaluate", overrides=[f"ckpt={run / 'export'}", "num_samples=16", "steps=2",
+                                                  "scales=[3]", "exp_scale=1", f"out_dir={tmp_path / 'eval_sep'}",
+                                                  "device=cpu", "paths.output_dir=unused"])
+    row = evaluate(eval_cfg)["sweep"][0]
+    world = AttributeWorld(**bundle.config["extra"]["world"])
+    held_out, reference = world.sample(16, seed=1000), world.sample(16, seed=1001).codes
+    captions = [caps[0] if caps else "" for caps in held_out.captions]
+    codes = sample_codes(bundle, captions, held_out.expressions, num_samples=16, text_scale=3, exp_scale=1,
+                         steps=2, seed=0)
+    expected = world_metrics(world, codes, captions, held_out.expressions, reference)
+    assert row["exp_scale"] == 1.0 and all(row[k] == pytest.approx(v) for k, v in expected.items())
+    assert "text scale 3, expression scale 1" in (tmp_path / "eval_sep" / "results.md").read_text()
+    with pytest.raises(ValueError, match="needs the expressions"):
+        evaluate(OmegaConf.merge(eval_cfg, {"use_exp": False}))
+
     # Resuming restores weights, EMA, optimizer and step count, loading the Lightning checkpoint weights-only.
     # This run keeps the demo's export settings: EMA weights only, stored in float16.
     resumed = tmp_path / "resumed"
