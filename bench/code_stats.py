@@ -9,14 +9,19 @@ codes: the 0.02 noise; a sampler that leaves noise behind shows much more).
 import sys
 
 from scd.checkpoint import load_scd
+from scd.data import EXP_DIM
 from scd.sampling import sample_codes
-from scd.synthetic import AttributeWorld
+from scd.synthetic import ATTRIBUTES, AttributeWorld
 
 model = load_scd(sys.argv[1])
 world = AttributeWorld(**model.config["extra"]["world"])
 true_codes = world.sample(512, seed=5).codes
 samples = sample_codes(model, None, None, num_samples=512, cond_scale=1.0, steps=50, seed=1)
-groups = {"attribute": slice(0, 6), "expression": slice(6, 56), "identity": slice(56, 88), "probe": slice(88, 120)}
+# Rows of world.basis, in order: attributes | expression | identity | probes.
+sizes = dict(attribute=len(ATTRIBUTES), expression=EXP_DIM, identity=world.identity_rank, probe=world.probe_dims)
+groups, start = {}, 0
+for name, size in sizes.items():
+    groups[name], start = slice(start, start + size), start + size
 for name, codes in (("true codes", true_codes), ("samples", samples)):
     features = world.features(codes)
     residual = codes.flatten(1).double() - features @ world.basis

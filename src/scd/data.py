@@ -140,6 +140,10 @@ class StyleCodeSet:
     def __len__(self) -> int:
         return self.codes.shape[0]
 
+    def first_captions(self) -> list[str]:
+        """The first caption of every code, "" for uncaptioned codes (the condition used for evaluation)."""
+        return [caps[0] if caps else "" for caps in self.captions]
+
     def __repr__(self) -> str:
         n_captions = sum(len(c) for c in self.captions)
         n_empty = sum(not c for c in self.captions)

@@ -44,6 +44,12 @@ def world_metrics(world: AttributeWorld, codes: torch.Tensor, captions: Sequence
     return metrics
 
 
+def evaluation_sets(world: AttributeWorld, num_samples: int, sample_seed: int) -> tuple[StyleCodeSet, torch.Tensor]:
+    """Held-out codes with their conditions (seed ``sample_seed``) and independent true codes (seed + 1) for the
+    Frechet distance."""
+    return world.sample(num_samples, seed=sample_seed), world.sample(num_samples, seed=sample_seed + 1).codes
+
+
 def guidance_sweep(model: SCDParts, world: AttributeWorld, eval_set: StyleCodeSet, reference: torch.Tensor, *,
                    scales: Sequence[float], steps: int = 50, seed: int = 0, use_exp: bool = True,
                    exp_scale: float | None = None, batch_size: int = 256) -> list[dict]:
@@ -59,20 +65,18 @@ def guidance_sweep(model: SCDParts, world: AttributeWorld, eval_set: StyleCodeSe
         steps, seed: DDIM steps and noise seed.
         batch_size: codes per sampling call.
     """
-    captions = [caps[0] if caps else "" for caps in eval_set.captions]
-    exps = eval_set.expressions
+    captions, exps = eval_set.first_captions(), eval_set.expressions
+    fixed = {} if exp_scale is None else {"exp_scale": float(exp_scale)}   # the expression's own scale
     rows = []
     for scale in scales:
-        guidance = ({"cond_scale": float(scale)} if exp_scale is None else
-                    {"text_scale": float(scale), "exp_scale": float(exp_scale)})
+        guidance = {"text_scale" if fixed else "cond_scale": float(scale), **fixed}
         codes = []
         for start in range(0, len(captions), batch_size):
             stop = min(start + batch_size, len(captions))
             codes.append(sample_codes(model, captions[start:stop], exps[start:stop] if use_exp else None,
                                       num_samples=stop - start, steps=steps, seed=seed + start,
                                       **guidance).cpu())
-        row = {"scale": float(scale), **({} if exp_scale is None else {"exp_scale": float(exp_scale)}),
-               **world_metrics(world, torch.cat(codes), captions, exps, reference)}
+        row = {"scale": float(scale), **fixed, **world_metrics(world, torch.cat(codes), captions, exps, reference)}
         log.info("scale %g: attribute accuracy %.3f", scale, row["attr_acc/mean"])
         rows.append(row)
     return rows
@@ -108,10 +112,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"{cfg.ckpt} does not record a synthetic world (it was not trained on one); pass "
                          f"world={{seed: ...}} to name the world to evaluate on")
     world = AttributeWorld(**OmegaConf.to_container(OmegaConf.create(world_config), resolve=True))
-    eval_set = world.sample(cfg.num_samples, seed=cfg.sample_seed)
-    reference = world.sample(cfg.num_samples, seed=cfg.sample_seed + 1).codes
-    captions = [caps[0] if caps else "" for caps in eval_set.captions]
-    true_row = world_metrics(world, eval_set.codes, captions, eval_set.expressions, reference)
+    eval_set, reference = evaluation_sets(world, cfg.num_samples, cfg.sample_seed)
+    true_row = world_metrics(world, eval_set.codes, eval_set.first_captions(), eval_set.expressions, reference)
     rows = guidance_sweep(model, world, eval_set, reference, scales=list(cfg.scales), steps=cfg.steps,
                           seed=cfg.seed, use_exp=cfg.use_exp, exp_scale=cfg.exp_scale, batch_size=cfg.batch_size)
     results = {"ckpt": str(cfg.ckpt), "true_codes": true_row, "sweep": rows,

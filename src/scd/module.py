@@ -222,7 +222,7 @@ class SCDModule(L.LightningModule):
 
         val = datamodule.val_data
         k = min(int(self.val_sampling["num_samples"]), len(val))
-        captions = [caps[0] if caps else "" for caps in val.captions[:k]]
+        captions = val.first_captions()[:k]
         exps = val.expressions[:k]
         codes = self.sample(captions if self.text_drop_prob < 1.0 else None,
                             exps if self.exp_drop_prob < 1.0 else None, num_samples=k,

@@ -33,10 +33,6 @@ def sample(world):
     return world.sample(3000, seed=1)
 
 
-def first_captions(data: StyleCodeSet) -> list[str]:
-    return [caps[0] if caps else "" for caps in data.captions]
-
-
 def test_sampling_is_deterministic_by_seed(world):
     a, b = world.sample(50, seed=3), AttributeWorld(0).sample(50, seed=3)
     assert torch.equal(a.codes, b.codes) and torch.equal(a.expressions, b.expressions)
@@ -132,7 +128,7 @@ def test_parser_on_hand_written_captions():
 
 
 def test_attribute_accuracy_is_one_on_true_codes(world, sample):
-    captions = first_captions(sample)
+    captions = sample.first_captions()
     for mode in ("degree", "presence"):
         scores = world.attribute_accuracy(sample.codes, captions, mode=mode)
         assert scores.mean == 1.0 and set(scores.per_attribute) == set(ATTRIBUTES)
@@ -156,7 +152,7 @@ def test_chance_levels_are_analytic(world):
 
 def test_attribute_accuracy_is_chance_on_shuffled_codes(world):
     data = world.sample(6000, seed=2)
-    captions = first_captions(data)
+    captions = data.first_captions()
     shuffled = data.codes[torch.randperm(6000, generator=torch.Generator().manual_seed(0))]
     for mode in ("degree", "presence"):
         scores = world.attribute_accuracy(shuffled, captions, mode=mode)
@@ -271,5 +267,5 @@ def test_world_arguments_are_checked():
         AttributeWorld().sample(0)
     w = AttributeWorld(w_avg=torch.full((14, 512), 0.5), identity_std=0.0, noise_std=0.0)
     data = w.sample(200, seed=0)
-    assert w.attribute_accuracy(data.codes, first_captions(data)).mean == 1.0
+    assert w.attribute_accuracy(data.codes, data.first_captions()).mean == 1.0
     assert w.expression_error(data.codes, data.expressions) < 1e-4

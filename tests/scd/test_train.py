@@ -254,7 +254,7 @@ def test_train_demo_end_to_end_exports_renders_and_resumes(tmp_path):
 
     # With exp_scale the scales guide the text and the expression keeps its own scale: the same codes as
     # sample_codes(text_scale=3, exp_scale=1) for the held-out captions and expressions.
-    from scd.evaluate import world_metrics
+    from scd.evaluate import evaluation_sets, world_metrics
     from scd.sampling import sample_codes
     from scd.synthetic import AttributeWorld
     GlobalHydra.instance().clear()
@@ -264,8 +264,8 @@ def test_train_demo_end_to_end_exports_renders_and_resumes(tmp_path):
                                                   "device=cpu", "paths.output_dir=unused"])
     row = evaluate(eval_cfg)["sweep"][0]
     world = AttributeWorld(**bundle.config["extra"]["world"])
-    held_out, reference = world.sample(16, seed=1000), world.sample(16, seed=1001).codes
-    captions = [caps[0] if caps else "" for caps in held_out.captions]
+    held_out, reference = evaluation_sets(world, 16, eval_cfg.sample_seed)
+    captions = held_out.first_captions()
     codes = sample_codes(bundle, captions, held_out.expressions, num_samples=16, text_scale=3, exp_scale=1,
                          steps=2, seed=0)
     expected = world_metrics(world, codes, captions, held_out.expressions, reference)
@@ -342,7 +342,7 @@ def test_learning_proof_guidance_raises_attribute_accuracy(tmp_path):
     and thread counts. Takes about 20 minutes on 2 CPU cores.
     """
     from scd.checkpoint import load_scd
-    from scd.evaluate import guidance_sweep
+    from scd.evaluate import evaluation_sets, guidance_sweep
     from scd.synthetic import AttributeWorld
     from scd.train import train
 
@@ -353,8 +353,7 @@ def test_learning_proof_guidance_raises_attribute_accuracy(tmp_path):
     train(cfg)
     model = load_scd(tmp_path / "export")
     world = AttributeWorld(**model.config["extra"]["world"])
-    held_out = world.sample(500, seed=1000)
-    reference = world.sample(500, seed=1001).codes
+    held_out, reference = evaluation_sets(world, 500, sample_seed=1000)
     scales = (0, 1, 3, 7)
     sweeps = {}
     for use_exp in (True, False):
