@@ -8,15 +8,15 @@ codes: the 0.02 noise; a sampler that leaves noise behind shows much more).
 """
 import sys
 
-from scd.checkpoint import load_scd
-from scd.data import EXP_DIM
-from scd.sampling import sample_codes
-from scd.synthetic import ATTRIBUTES, AttributeWorld
+from scd.pipeline import SCDPipeline
+from scd.synthetic import AttributeWorld
+from texface.captions import ATTRIBUTES
+from texface.stylecodes import EXP_DIM
 
-model = load_scd(sys.argv[1])
+model = SCDPipeline.from_pretrained(sys.argv[1], generator=None)
 world = AttributeWorld(**model.config["extra"]["world"])
 true_codes = world.sample(512, seed=5).codes
-samples = sample_codes(model, None, None, num_samples=512, cond_scale=1.0, steps=50, seed=1)
+samples = model.sample(None, None, num_samples=512, cond_scale=1.0, steps=50, seed=1).cpu()
 # Rows of world.basis, in order: attributes | expression | identity | probes.
 sizes = dict(attribute=len(ATTRIBUTES), expression=EXP_DIM, identity=world.identity_rank, probe=world.probe_dims)
 groups, start = {}, 0

@@ -9,5 +9,5 @@ for path in sys.argv[1:]:
     for row in results["sweep"]:
         attrs = " ".join(f"{key.split('/')[1][:5]}={value:.2f}" for key, value in row.items()
                          if key.startswith("attr_acc/") and key.split("/")[1] not in ("mean", "chance"))
-        print(f"  scale {row['scale']:g}: degree {row['attr_acc/mean']:.3f} presence "
+        print(f"  scale {row['cond_scale']:g}: degree {row['attr_acc/mean']:.3f} presence "
               f"{row['attr_acc_presence/mean']:.3f} exp RMSE {row['exp_error']:.3f} FD {row['fd']:.1f} | {attrs}")

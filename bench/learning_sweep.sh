@@ -20,7 +20,7 @@ run() {  # name, overrides...
     trainer.enable_progress_bar=false '~callbacks.sample_images' logger=csv hydra.run.dir="$dir" "$@" \
     > "$dir.train.log" 2>&1
   for mode in joint text; do
-    python3 -m scd.evaluate ckpt="$dir/export" num_samples=500 device=cuda 'scales=[0,1,2,3,7]' \
+    python3 -m scd.evaluate ckpt="$dir/export" num_samples=500 device=cuda 'cond_scales=[0,1,2,3,7]' \
       use_exp=$([ $mode = joint ] && echo true || echo false) hydra.run.dir="$dir/eval_$mode" \
       > "$dir.eval_$mode.log" 2>&1
   done

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 
     for batch in args.batch:
         z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(batch)]))
-        z = z.float().to(device)  # seeds 0..B-1, as eg3d.render.seed_latents
+        z = z.float().to(device)  # seeds 0..B-1, as eg3d.frames.seed_latents
         with torch.no_grad():
             ws = G.mapping(z, labels[:1].expand(batch, 25), truncation_psi=0.7)
         c = labels[:batch] if batch <= len(labels) else labels[:1].expand(batch, 25)

@@ -12,8 +12,9 @@ import argparse
 import torch
 from torch import nn
 
-from scd.synthetic import ATTRIBUTES, NUM_LEVELS, AttributeWorld, parse
+from scd.synthetic import AttributeWorld
 from scd.text import TextEncoder
+from texface.captions import ATTRIBUTES, NUM_LEVELS, parse
 
 
 def captions_and_levels(world: AttributeWorld, n: int, seed: int) -> tuple[list[str], torch.Tensor]:

@@ -7,11 +7,15 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _exact_float32():
-    """Parity needs true float32: no TF32 and no reduced-precision reductions."""
+    """Parity needs true float32: no TF32 and no reduced-precision reductions; the flags are restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
 
 
 def pytest_collection_modifyitems(config, items):

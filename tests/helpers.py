@@ -38,3 +38,14 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, r
     rel_err = diff.norm().item() / denom if denom > 0 else diff.norm().item()
     assert max_abs <= atol and rel_err <= rel, (
         f"{name}: max abs err {max_abs:.3e} (atol {atol:.1e}), rel err {rel_err:.3e} (rel {rel:.1e})")
+
+
+def video_frames(path: Path) -> list:
+    """The decoded frames (H, W, 3) uint8 of a video file."""
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        return list(reader.iter_data())
+    finally:
+        reader.close()

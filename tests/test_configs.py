@@ -5,9 +5,9 @@ from pathlib import Path
 
 import hydra
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from texface.config import compose
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -16,10 +16,7 @@ GROUP_OPTIONS = [(group, p.stem) for group in ("trainer", "logger", "callbacks",
 
 
 def compose_train(*overrides: str, hydra_config: bool = False) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/texface-test-run", *overrides],
-                       return_hydra_config=hydra_config)
+    return compose("train", ["paths.output_dir=/tmp/texface-test-run", *overrides], return_hydra_config=hydra_config)
 
 
 def targets(node, key: str = "") -> list[tuple[str, str]]:

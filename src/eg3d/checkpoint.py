@@ -1,96 +1,28 @@
-"""Checkpoint directories: safetensors tensors + a JSON config, written atomically.
+"""EG3D generator checkpoints: our directory format, official network pickles and TEx-Face's state-dict files.
 
-A checkpoint is a directory holding ``config.json`` (plain data: the constructor arguments and anything else a
-loader needs) and one or more ``<name>.safetensors`` files. Nothing in it is executable, so loading one never runs
-code. Writes go to a temporary sibling directory that is renamed into place, so a crash never leaves a
-half-written checkpoint and an existing checkpoint at the same path is only replaced once the new one is complete.
-
-The EG3D generator (second half of this module): :func:`save_generator` writes ``config.json`` = {format,
-format_version, init_kwargs (the official TriPlaneGenerator constructor arguments), neural_rendering_resolution} and
-``model.safetensors`` (the state dict under the official names). :func:`load_generator` also reads official EG3D
-network pickles (through :mod:`eg3d.convert`, no pickled code is run) and TEx-Face's ``{'G_ema': state_dict}``
-files; :func:`build_generator` is the entry point configs use (``conf/generator/``).
+:func:`save_generator` writes a checkpoint directory (:mod:`texface.checkpoint`): ``config.json`` = {format,
+format_version, init_kwargs (the official TriPlaneGenerator constructor arguments), neural_rendering_resolution}
+and ``model.safetensors`` (the state dict under the official names). :func:`load_generator` also reads official
+EG3D network pickles (through :mod:`eg3d.official_pickle`, no pickled code is run) and TEx-Face's
+``{'G_ema': state_dict}`` files; :func:`build_generator` is the entry point configs use (``conf/generator/``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from omegaconf import DictConfig, OmegaConf
 
-from eg3d.atomic import atomic_directory
 from eg3d.camera import FFHQ_FOCAL, LookAtPoseSampler, camera_labels, intrinsics_from_focal
 from eg3d.generator import TriPlaneGenerator
+from eg3d.official_pickle import generator_from_pickle
 from eg3d.presets import preset as get_preset
-
-CONFIG_FILE = "config.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or malformed."""
-
-
-def write_checkpoint(path: str | os.PathLike, config: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Atomically write ``config`` and each ``tensors[name]`` state dict to ``path/<name>.safetensors``."""
-    path = Path(path)
-    with atomic_directory(path) as tmp:
-        for name, state in tensors.items():
-            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            save_file(state, str(tmp / f"{name}.safetensors"))
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    return path
-
-
-def read_config(path: str | os.PathLike, *, kind: str | None = None, format: str | None = None,
-                version: tuple[str, int] | None = None) -> dict:
-    """Read ``path/config.json``; raise CheckpointError with a readable message if it is missing or malformed.
-
-    Args:
-        kind: what the caller expects, for messages ("generator", "SCD").
-        format: the required value of the config's ``format`` entry; None accepts any.
-        version: (key, number) the config must hold, e.g. ("format_version", 1); None accepts any.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if not path.is_dir() or not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{path} is not a texface checkpoint directory (expected {CONFIG_FILE} inside it)")
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path / CONFIG_FILE} must hold a JSON object, got {type(config).__name__}")
-    if format is not None and config.get("format") != format:
-        raise CheckpointError(f"{path} is not {_article(kind)} {kind} checkpoint (format {config.get('format')!r}, "
-                              f"expected {format!r})")
-    if version is not None and config.get(version[0]) != version[1]:
-        raise CheckpointError(f"{path} has {kind} format version {config.get(version[0])!r}; this code reads "
-                              f"version {version[1]}")
-    return config
-
-
-def _article(word: str | None) -> str:
-    return "an" if word and word[0].upper() in "AEIOUS" else "a"
-
-
-def read_tensors(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
-    """Read ``path/<name>.safetensors`` on the CPU; raise CheckpointError if it is missing or corrupt."""
-    file = Path(path) / f"{name}.safetensors"
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint {path} has no {file.name}")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from None
-
-
-# ---- the EG3D generator ---------------------------------------------------------------------------------------
+from texface.config import instantiate
+from texface.checkpoint import CONFIG_FILE, load_state_strict, read_config, read_tensors, write_checkpoint
+from texface.errors import CheckpointError, ConfigError, first_line
 
 GENERATOR_FORMAT = "texface.eg3d.TriPlaneGenerator"
 GENERATOR_FORMAT_VERSION = 1
@@ -133,8 +65,6 @@ def load_generator(path: str | os.PathLike, map_location="cpu"):
         init_kwargs, nrr = _read_generator_config(path)
         state = read_tensors(path, GENERATOR_TENSORS)
     elif path.suffix == ".pkl":
-        from eg3d.convert import generator_from_pickle  # eg3d.convert builds on this module
-
         init_kwargs, nrr, state = generator_from_pickle(path)
     elif path.suffix in (".pth", ".pt"):
         init_kwargs, nrr, state = _read_state_dict_file(path)
@@ -173,9 +103,25 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
             _set_w_avg(G)
     if neural_rendering_resolution is not None:
         if int(neural_rendering_resolution) <= 0:
-            raise ValueError(f"neural_rendering_resolution must be positive, got {neural_rendering_resolution}")
+            raise ConfigError(f"neural_rendering_resolution must be positive, got {neural_rendering_resolution}")
         G.neural_rendering_resolution = int(neural_rendering_resolution)
     return G.eval().requires_grad_(False)
+
+
+def default_generator() -> TriPlaneGenerator:
+    """The generator every command renders with when none is named (``conf/generator/tiny.yaml``): the small
+    fixture preset with seeded random weights."""
+    return build_generator(preset="tiny", seed=0)
+
+
+def generator_from_config(node) -> TriPlaneGenerator:
+    """The generator of a ``conf/generator/`` node (a :func:`build_generator` call), eval mode, no gradients."""
+    if not isinstance(node, DictConfig):
+        node = OmegaConf.create(node)
+    if OmegaConf.is_missing(node, "ckpt"):  # e.g. generator=ffhq512 without weights
+        raise ConfigError("this generator config needs a checkpoint: pass generator.ckpt=PATH (a texface checkpoint "
+                          "directory, an official EG3D .pkl or TEx-Face's .pth)")
+    return instantiate(node)
 
 
 def _read_generator_config(path: Path) -> tuple[dict, int]:
@@ -213,32 +159,8 @@ def instantiate_generator(init_kwargs: dict, nrr: int, state: dict[str, torch.Te
         raise CheckpointError(f"{source}: cannot build a TriPlaneGenerator from its init_kwargs: {err}") from None
     G.neural_rendering_resolution = nrr
     if state is not None:
-        _load_state_strict(G, state, source)
+        load_state_strict(G, state, source=source, kind="generator")
     return G
-
-
-def _load_state_strict(G, state: dict[str, torch.Tensor], source) -> None:
-    expected = G.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                  if k in state and state[k].shape != v.shape]
-    problems = [f"{label} ({len(keys)}): {_some(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-                if keys]
-    if problems:
-        raise CheckpointError(f"{source}: state dict does not match the generator; " + "; ".join(problems))
-    G.load_state_dict(state, strict=True)
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (library errors can span many lines; ours are one line)."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def _some(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 @torch.no_grad()

@@ -43,9 +43,14 @@ import torch
 from torch import nn
 
 from eg3d.renderer import PLANE_AXES, ImportanceRenderer
+from texface.errors import ConfigError
+from texface.options import check_choice
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 COMPILE_MODES = ("none", "render", "all")
+# What `precision: auto` means on CUDA: the fastest precision within the error budget of docs/BENCHMARKS.md
+# (tf32 stays ~68 dB from the fp32 reference on the final image; bf16 ~45 dB and no faster in eager mode).
+AUTO_CUDA_PRECISION = "tf32"
 
 
 def sample_from_planes_gather(planes: torch.Tensor, coordinates: torch.Tensor, *, box_warp: float) -> torch.Tensor:
@@ -121,7 +126,7 @@ def precision_mode(precision: str, device_type: str = "cuda"):
 
     Also turns on cuDNN's autotuner (first calls at a new shape are slower).
     """
-    _check_choice(precision, PRECISIONS, "precision")
+    check_choice("precision", precision, PRECISIONS)
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.benchmark = True
@@ -146,8 +151,8 @@ class FastGenerator:
     """
 
     def __init__(self, G: nn.Module, *, precision: str = "bf16", compile: str = "render"):
-        _check_choice(precision, PRECISIONS, "precision")
-        _check_choice(compile, COMPILE_MODES, "compile")
+        check_choice("precision", precision, PRECISIONS)
+        check_choice("compile", compile, COMPILE_MODES)
         self.generator = G
         self.precision, self.compile = precision, compile
         self.renderer = shared_renderer(gather=compile != "none", compile=compile == "render")
@@ -181,10 +186,41 @@ class FastGenerator:
         return self.render_planes(planes, ws, c, neural_rendering_resolution=neural_rendering_resolution,
                                   deterministic=deterministic, fused_modconv=fused_modconv)
 
+    @property
+    def rendering_kwargs(self) -> dict:
+        return self.generator.rendering_kwargs
+
+    @rendering_kwargs.setter
+    def rendering_kwargs(self, value: dict) -> None:
+        self.generator.rendering_kwargs = value
+
+    def __getattr__(self, name: str):
+        # Everything but the three accelerated methods is the wrapped generator's (mapping, z_dim, num_ws, ...).
+        if name == "generator":  # not set yet (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.generator, name)
+
     def __repr__(self) -> str:
         return f"FastGenerator(precision={self.precision!r}, compile={self.compile!r})"
 
 
-def _check_choice(value, choices: tuple, name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``precision`` with 'auto' resolved: the fastest path within budget on CUDA, exact fp32 on the CPU (where
+    only fp32 is accepted)."""
+    check_choice("precision", precision, ("auto", *PRECISIONS))
+    on_cuda = torch.device(device).type == "cuda"
+    if precision == "auto":
+        return AUTO_CUDA_PRECISION if on_cuda else "fp32"
+    if not on_cuda and precision != "fp32":
+        raise ConfigError(f"precision={precision} needs a CUDA device; on the CPU use precision=fp32 (or auto)")
+    return precision
+
+
+def accelerate(G: nn.Module, *, precision: str = "auto", compile: str = "none"):
+    """``G`` itself for exact rendering (fp32, no compile), else a :class:`FastGenerator` around it; ``precision``
+    'auto' as :func:`resolve_precision` on G's device. Both have the same rendering methods and attributes."""
+    check_choice("compile", compile, COMPILE_MODES)
+    precision = resolve_precision(precision, next(G.parameters()).device)
+    if precision == "fp32" and compile == "none":
+        return G
+    return FastGenerator(G, precision=precision, compile=compile)

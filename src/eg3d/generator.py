@@ -9,7 +9,8 @@ Pipeline (shapes for the FFHQ-512 model, B = batch, R = neural_rendering_resolut
 
 ``synthesis(ws, c)`` is ``render_planes(planes(ws), ws, c)``; the planes do not depend on the camera, so a video
 of fixed style codes computes them once and calls ``render_planes`` per frame. :mod:`eg3d.fast` holds the
-accelerated (CUDA, reduced precision and/or compiled) variant of these methods.
+accelerated (CUDA, reduced precision and/or compiled) variant of these methods. The class knows no file format:
+:mod:`eg3d.checkpoint` saves and loads it.
 
 Same constructor arguments, parameter names and buffers as the official class, so official ``G_ema`` weights load
 with ``strict=True`` and official init kwargs construct it. Deliberate differences: everything runs in float32 (fp16
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import torch
 from torch import nn
@@ -217,17 +217,6 @@ class TriPlaneGenerator(nn.Module):
             raise ValueError(f"ws must be (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         if c is not None and c.shape != (ws.shape[0], 25):
             raise ValueError(f"c must be (B, 25) camera labels with B={ws.shape[0]}, got {tuple(c.shape)}")
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a texface checkpoint directory (safetensors weights + JSON config); see :mod:`eg3d.checkpoint`."""
-        from eg3d.checkpoint import save_generator  # checkpoint builds generators, so import it late
-        save_generator(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location="cpu") -> "TriPlaneGenerator":
-        """Load a texface checkpoint directory or an official EG3D network pickle (no code from it is run)."""
-        from eg3d.checkpoint import load_generator
-        return load_generator(path, map_location=map_location)
 
 
 def _plain_data(kwargs: dict) -> dict:

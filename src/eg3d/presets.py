@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 
+from texface.errors import ConfigError
+
 PRESETS: dict[str, dict] = {
     "tiny": {
         "init_kwargs": {
@@ -99,5 +101,5 @@ PRESETS: dict[str, dict] = {
 def preset(name: str) -> dict:
     """A fresh copy of preset ``name``: ``{'init_kwargs': {...}, 'neural_rendering_resolution': int}``."""
     if name not in PRESETS:
-        raise ValueError(f"unknown generator preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown generator preset {name!r}; choose one of {sorted(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

@@ -7,16 +7,15 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torch import nn
 
-from eg3d.render import frontal_labels
-from eg3d.video import save_png, tile, to_uint8
+from eg3d.checkpoint import generator_from_config
+from eg3d.frames import FrameRenderer
 from scd.checkpoint import save_scd
 from scd.text import TextEncoder
+from texface.media import save_png, tile
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +95,17 @@ class SampleImages(L.Callback):
         prompts: captions, one sample each.
         dirpath: folder of the PNG grids.
         every_n_epochs: render period in epochs.
-        scale: joint classifier-free guidance scale.
+        cond_scale: joint classifier-free guidance scale.
         steps: DDIM steps.
         seed: seed of the initial noise.
         noise_mode: the generator's noise mode ('const' keeps the renders comparable across epochs).
+        precision, compile: the rendering path (:func:`eg3d.fast.accelerate`; auto = the fastest within budget
+            on CUDA).
     """
 
     def __init__(self, *, generator: Mapping, prompts: Sequence[str], dirpath: str | os.PathLike,
-                 every_n_epochs: int = 5, scale: float = 7.0, steps: int = 50, seed: int = 0,
-                 noise_mode: str = "const"):
+                 every_n_epochs: int = 5, cond_scale: float = 7.0, steps: int = 50, seed: int = 0,
+                 noise_mode: str = "const", precision: str = "auto", compile: str = "none"):
         prompts = [str(p) for p in prompts]
         if not prompts:
             raise ValueError("SampleImages needs at least one prompt")
@@ -113,27 +114,29 @@ class SampleImages(L.Callback):
         self.generator_config = generator
         self.prompts = prompts
         self.dirpath = Path(dirpath)
-        self.every_n_epochs, self.scale, self.steps = int(every_n_epochs), float(scale), int(steps)
+        self.every_n_epochs, self.cond_scale, self.steps = int(every_n_epochs), float(cond_scale), int(steps)
         self.seed = int(seed)
-        self.noise_mode = noise_mode
-        self._generator: nn.Module | None = None
+        self.render_options = {"noise_mode": noise_mode, "precision": precision, "compile": compile}
+        self._generator: torch.nn.Module | None = None
+        self._renderer: FrameRenderer | None = None
         self._last_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Build the generator now (rank zero only): a wrong generator config fails before training starts.
         if trainer.is_global_zero and self._generator is None:
-            self._generator = hydra.utils.instantiate(self.generator_config)
+            self._generator = generator_from_config(self.generator_config)
 
     @torch.no_grad()
     def render(self, pl_module: L.LightningModule) -> torch.Tensor:
         """uint8 grid (H, W, 3) of the prompts' samples."""
-        codes = pl_module.sample(self.prompts, None, num_samples=len(self.prompts), cond_scale=self.scale,
+        if self._renderer is None or self._renderer.device != pl_module.device:
+            # Built on the module's device (known once training runs), where 'auto' picks the rendering path.
+            self._renderer = FrameRenderer(self._generator.to(pl_module.device), **self.render_options)
+        codes = pl_module.sample(self.prompts, None, num_samples=len(self.prompts), cond_scale=self.cond_scale,
                                  steps=self.steps, seed=self.seed)                      # (B, 14, 512)
-        G = self._generator.to(pl_module.device)
         with torch.autocast(pl_module.device.type, enabled=False):
-            images = G.synthesis(codes, frontal_labels(G, len(codes), pl_module.device),
-                                 noise_mode=self.noise_mode)["image"]                   # (B, 3, S, S)
-        return tile(to_uint8(images.float().cpu()), ncols=min(len(codes), 4))
+            frames = self._renderer.render(codes.float())                              # (B, S, S, 3)
+        return tile(frames, ncols=min(len(codes), 4))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -1,6 +1,6 @@
 """SCD checkpoints: everything ``scd.generate`` needs, as safetensors + JSON (nothing executable).
 
-A checkpoint is a directory written atomically by ``eg3d.checkpoint.write_checkpoint``:
+A checkpoint is a directory written atomically by :func:`texface.checkpoint.write_checkpoint`:
 
 - ``config.json``: ``format`` / ``version``; ``denoiser`` (StyleCodeDenoiser keyword arguments);
   ``diffusion`` (GaussianDiffusion keyword arguments); ``text_encoder``: ``{"kind": "clip_hf", "config":
@@ -15,30 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from eg3d.checkpoint import CheckpointError, read_config, read_tensors, write_checkpoint
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
+from scd.sampling import DEFAULT_SAMPLING, SAMPLING_KEYS
 from scd.text import TextEncoder
+from texface.checkpoint import load_state_strict, read_config, read_tensors, write_checkpoint
+from texface.errors import CheckpointError, one_line
 
 FORMAT = "texface-scd"
 VERSION = 1
 TEXT_ENCODER_KIND = "clip_hf"
-DEFAULT_SAMPLING = {"cond_scale": 7.0, "steps": 50, "eta": 0.0, "clamp": [-1.0, 1.0]}
-SAMPLING_KEYS = {"cond_scale", "text_scale", "exp_scale", "steps", "eta", "clamp"}
-
-
-@dataclass
-class SCDBundle:
-    """A loaded SCD checkpoint: denoiser (eval mode), diffusion, text encoder (or None) and config."""
-    denoiser: StyleCodeDenoiser
-    diffusion: GaussianDiffusion
-    text_encoder: TextEncoder | None
-    config: dict
 
 
 def save_scd(path: str | os.PathLike, *, denoiser: StyleCodeDenoiser,
@@ -75,7 +65,7 @@ def save_scd(path: str | os.PathLike, *, denoiser: StyleCodeDenoiser,
                              f"does not match the denoiser's text input ({denoiser.text_len}, "
                              f"{denoiser.text_dim})")
         text_config = {"kind": TEXT_ENCODER_KIND, "config": dict(text_encoder.config)}
-    unknown = set(sampling or {}) - SAMPLING_KEYS
+    unknown = set(sampling or {}) - set(SAMPLING_KEYS)
     if unknown:
         raise ValueError(f"unknown sampling keys {sorted(unknown)}; allowed: {sorted(SAMPLING_KEYS)}")
     config = {
@@ -89,7 +79,7 @@ def save_scd(path: str | os.PathLike, *, denoiser: StyleCodeDenoiser,
         "extra": dict(extra or {}),
     }
     try:
-        json.dumps(config)
+        json.dumps(config, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint config is not JSON-serialisable (check `extra` and `sampling`): "
                          f"{err}") from None
@@ -102,9 +92,11 @@ def save_scd(path: str | os.PathLike, *, denoiser: StyleCodeDenoiser,
     return write_checkpoint(path, config, tensors)
 
 
-def load_scd(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-             use_ema: bool = True) -> SCDBundle:
-    """Load an SCD checkpoint directory written by ``save_scd`` (or ``python -m scd.convert``).
+def read_scd(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+             use_ema: bool = True) -> tuple[StyleCodeDenoiser, GaussianDiffusion, TextEncoder | None, dict]:
+    """Read an SCD checkpoint directory written by ``save_scd`` (or ``python -m scd.convert``): its denoiser (eval
+    mode), diffusion, text encoder (or None) and config. :meth:`scd.pipeline.SCDPipeline.from_pretrained` builds
+    the pipeline from them.
 
     Args:
         path: the checkpoint directory.
@@ -124,7 +116,8 @@ def load_scd(path: str | os.PathLike, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}/config.json has invalid model settings: {err}") from None
 
     weights = "ema" if use_ema and config.get("has_ema") else "model"
-    _load_strict(denoiser, read_tensors(path, weights), f"{path}/{weights}.safetensors")
+    load_state_strict(denoiser, read_tensors(path, weights), source=f"{path}/{weights}.safetensors",
+                      kind="configured denoiser")
 
     text_encoder = None
     text_config = config.get("text_encoder")
@@ -138,17 +131,4 @@ def load_scd(path: str | os.PathLike, map_location: str | torch.device = "cpu", 
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: text encoder does not load: {one_line(err)}") from None
         text_encoder.to(map_location)
-    return SCDBundle(denoiser=denoiser.to(map_location).eval(), diffusion=diffusion.to(map_location),
-                     text_encoder=text_encoder, config=config)
-
-
-def _load_strict(model: torch.nn.Module, state: dict, source: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{source} does not fit the configured denoiser: {one_line(err)}") from None
-
-
-def one_line(err: Exception) -> str:
-    """An error message on one line (CLI errors and wrapped load_state_dict reports)."""
-    return " ".join(str(err).split())
+    return denoiser.to(map_location).eval(), diffusion.to(map_location), text_encoder, config

@@ -12,8 +12,9 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from scd.data import StyleCodeDataset, StyleCodeSet, train_val_split
 from scd.synthetic import AttributeWorld
+from texface.errors import ConfigError
+from texface.stylecodes import StyleCodeDataset, StyleCodeSet, train_val_split
 
 
 class StyleCodeDataModule(L.LightningDataModule):
@@ -21,7 +22,7 @@ class StyleCodeDataModule(L.LightningDataModule):
 
     Args:
         data_dir: a style-code dataset directory (data/README.md); a seeded split by id
-            (``scd.data.train_val_split``) holds out ``val_fraction`` of it (at least one code) for
+            (``texface.stylecodes.train_val_split``) holds out ``val_fraction`` of it (at least one code) for
             validation.
         world: a synthetic ``AttributeWorld``; ``train_size`` training and ``val_size`` validation codes are
             drawn from it with seeds ``sample_seed`` and ``sample_seed + 1``. The world is kept as
@@ -38,14 +39,14 @@ class StyleCodeDataModule(L.LightningDataModule):
                  num_workers: int = 0, pin_memory: bool = False):
         super().__init__()
         if (data_dir is None) == (world is None):
-            raise ValueError("StyleCodeDataModule needs exactly one source: data_dir (a dataset directory) "
+            raise ConfigError("StyleCodeDataModule needs exactly one source: data_dir (a dataset directory) "
                              "or world (the synthetic attribute world)")
         if world is not None and (train_size < 1 or val_size < 1):
-            raise ValueError(f"train_size and val_size must be >= 1, got {train_size} and {val_size}")
+            raise ConfigError(f"train_size and val_size must be >= 1, got {train_size} and {val_size}")
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if data_dir is not None and not Path(data_dir).is_dir():  # fail before the model is built
             raise FileNotFoundError(f"style-code dataset not found: {data_dir} (set data.data_dir to a "
                                     f"dataset directory; the format is in data/README.md)")
@@ -71,7 +72,7 @@ class StyleCodeDataModule(L.LightningDataModule):
             return
         data = StyleCodeSet.load(self.data_dir)
         if len(data) < 2:
-            raise ValueError(f"{self.data_dir} holds {len(data)} code(s); training needs at least 2 "
+            raise ConfigError(f"{self.data_dir} holds {len(data)} code(s); training needs at least 2 "
                              f"(train + validation)")
         # The split depends on the ids only, so it survives reordering or growing the dataset.
         self.train_indices, self.val_indices = train_val_split(data.ids, val_fraction=self.val_fraction,

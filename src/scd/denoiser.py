@@ -265,14 +265,15 @@ class StyleCodeDenoiser(nn.Module):
 
     # ------------------------------------------------------------------------------------------- guidance
     def guided(self, x: Tensor, t: Tensor, text: Tensor | None = None, exp: Tensor | None = None, *,
-               scale: float = 7.0, text_scale: float | None = None, exp_scale: float | None = None) -> Tensor:
+               cond_scale: float = 7.0, text_scale: float | None = None,
+               exp_scale: float | None = None) -> Tensor:
         """Classifier-free guided v, all needed branches in one batched forward.
 
-        With only ``scale`` (the official joint guidance): ``u + scale * (c - u)``, where u drops both
+        With only ``cond_scale`` (the official joint guidance): ``u + cond_scale * (c - u)``, where u drops both
         conditions and c keeps the given ones. Scale 0 gives u.
 
         With separate scales s_t = ``text_scale`` and s_e = ``exp_scale`` (a missing one defaults to
-        ``scale``) and both conditions given, m = min(s_t, s_e):
+        ``cond_scale``) and both conditions given, m = min(s_t, s_e):
             ``u + m (c - u) + (s_t - m) (v_text - u) + (s_e - m) (v_exp - u)``,
         i.e. joint guidance up to the common scale, plus single-condition guidance for the excess of the
         larger one (v_text keeps only the text, v_exp only the expression). Equal scales give exactly the
@@ -280,8 +281,8 @@ class StyleCodeDenoiser(nn.Module):
         branches. A condition that is None contributes nothing: guidance then acts on the other one with its
         own scale.
         """
-        s_text = scale if text_scale is None else text_scale
-        s_exp = scale if exp_scale is None else exp_scale
+        s_text = cond_scale if text_scale is None else text_scale
+        s_exp = cond_scale if exp_scale is None else exp_scale
         # (keep text, keep exp) -> weight of (v_branch - u)
         if text is None and exp is None:
             weights = {}

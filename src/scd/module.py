@@ -2,30 +2,35 @@
 
 The networks are plain PyTorch (scd.denoiser, scd.diffusion, scd.text); this module only wires them for
 training: condition dropout for classifier-free guidance, an EMA copy of the denoiser, AdamW with warmup +
-cosine decay, and validation (a fixed-noise loss, plus sampled-code metrics when the data come from the
-synthetic world).
+cosine decay (torch's schedulers), and validation (a fixed-noise loss, plus sampled-code metrics when the data
+come from the synthetic world).
 """
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
-from scd.sampling import sample_codes
+from scd.pipeline import SCDPipeline
 from scd.text import TextEncoder
+from texface.errors import ConfigError
 
 
 class EMA(nn.Module):
     """An exponential moving average of a module's parameters, for inference only.
+
+    The update is torch's EMA kernel (``torch.optim.swa_utils.get_ema_multi_avg_fn``). We do not use
+    ``AveragedModel`` itself because it differs in two ways that matter here: its first update replaces the
+    weights instead of averaging them in, and its decay is fixed, while ours warms up (below) so that early
+    updates follow the weights without averaging in the random initialisation for thousands of steps.
 
     Args:
         model: the module to track; a frozen copy of it is kept as ``self.model`` (buffers are copied).
@@ -37,7 +42,7 @@ class EMA(nn.Module):
     def __init__(self, model: nn.Module, *, decay: float = 0.9999, warmup: bool = True):
         super().__init__()
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
         self.warmup = bool(warmup)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -59,33 +64,34 @@ class EMA(nn.Module):
         params = [p.detach() for p in model.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("EMA.update got a module with a different parameter list than the one it tracks")
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.current_decay())
+        get_ema_multi_avg_fn(self.current_decay())(ema_params, params, self.num_updates)
         for ema_buf, buf in zip(self.model.buffers(), model.buffers()):
             ema_buf.copy_(buf)
         self.num_updates += 1
 
 
 def warmup_cosine(optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0,
-                  final_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warmup from lr/warmup_steps to lr over ``warmup_steps``, then cosine decay to lr*final_lr_ratio.
+                  final_lr_ratio: float = 0.0) -> LRScheduler:
+    """Linear warmup from lr/warmup_steps to lr over ``warmup_steps``, then cosine decay to lr*final_lr_ratio at
+    ``total_steps``: torch's LinearLR then CosineAnnealingLR.
 
     Args:
         total_steps: optimizer steps of the whole run (the module passes the trainer's estimate).
-        warmup_steps: steps of linear warmup; 0 starts at the full rate.
-        final_lr_ratio: the rate at ``total_steps`` as a fraction of the peak rate, in [0, 1].
+        warmup_steps: steps of linear warmup; 0 starts at the full rate. The first step already trains at
+            lr/warmup_steps (a warmup from 0 would waste it).
+        final_lr_ratio: the rate at ``total_steps`` as a fraction of the peak rate (of the first parameter
+            group), in [0, 1].
     """
     if warmup_steps < 0 or total_steps < 1:
-        raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}")
+        raise ConfigError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}")
     if not 0.0 <= final_lr_ratio <= 1.0:
-        raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return final_lr_ratio + (1.0 - final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+        raise ConfigError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+    peak = optimizer.param_groups[0]["lr"]
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=peak * final_lr_ratio)
+    if warmup_steps <= 1:  # a one-step warmup is the full rate from the start
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
 class SCDModule(L.LightningModule):
@@ -104,7 +110,7 @@ class SCDModule(L.LightningModule):
         text_drop_prob: probability of replacing a sample's caption by the null text during training.
         exp_drop_prob: probability of replacing a sample's expression by the learned null token; 1 trains a
             text-only model. Samples without an expression (``has_exp`` false) always use the null token.
-        val_sampling: ``{num_samples, steps, scale}`` for the sampled-code metrics computed at the end of each
+        val_sampling: ``{num_samples, steps, cond_scale}`` for the sampled-code metrics computed at the end of each
             validation epoch when the datamodule has a synthetic ``world``; None turns them off.
     """
 
@@ -116,9 +122,9 @@ class SCDModule(L.LightningModule):
         super().__init__()
         for name, p in (("text_drop_prob", text_drop_prob), ("exp_drop_prob", exp_drop_prob)):
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {p}")
         if text_encoder.width != denoiser.text_dim:
-            raise ValueError(f"the text encoder's width ({text_encoder.width}) differs from the denoiser's "
+            raise ConfigError(f"the text encoder's width ({text_encoder.width}) differs from the denoiser's "
                              f"text_dim ({denoiser.text_dim}); set model.denoiser.text_dim to "
                              f"{text_encoder.width}")
         self.denoiser = denoiser
@@ -145,21 +151,20 @@ class SCDModule(L.LightningModule):
             return self.text_encoder.encode(list(captions)).to(self.device, torch.float32)
 
     @torch.no_grad()
-    def sample(self, captions: list[str] | None, exps: Tensor | None, *, num_samples: int,
+    def sample(self, captions: list[str] | None, exp: Tensor | None, *, num_samples: int,
                use_ema: bool = True, **sampling) -> Tensor:
         """Guided DDIM codes (num_samples, 14, 512) with the inference (EMA) or raw denoiser.
 
-        The same pipeline as ``python -m scd.generate`` (scd.sampling.sample_codes; ``sampling`` are its
-        keyword arguments: cond_scale, text_scale, exp_scale, steps, seed, ...), in float32 even under AMP.
+        The same sampler as ``python -m scd.generate`` (:meth:`scd.pipeline.SCDPipeline.sample`; ``sampling`` are
+        its keyword arguments: cond_scale, text_scale, exp_scale, steps, seed, ...), in float32 even under AMP.
         """
-        parts = SimpleNamespace(denoiser=self.inference_denoiser if use_ema else self.denoiser,
-                                diffusion=self.diffusion, text_encoder=self.text_encoder)
-        with torch.autocast(self.device.type, enabled=False):
-            return sample_codes(parts, captions, exps, num_samples=num_samples, **sampling)
+        pipeline = SCDPipeline(denoiser=self.inference_denoiser if use_ema else self.denoiser,
+                               diffusion=self.diffusion, text_encoder=self.text_encoder)
+        return pipeline.sample(captions, exp, num_samples=num_samples, **sampling)
 
     # ---- training ------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        codes, exps = batch["code"], batch["exp"]  # (B, 14, 512), (B, 50)
+        codes, exp = batch["code"], batch["exp"]  # (B, 14, 512), (B, 50)
         text = self.encode_text(batch["caption"])   # (B, 77, width)
         n = codes.shape[0]
         # Independent masks: both kept, text only, expression only and unconditional are all trained.
@@ -168,7 +173,7 @@ class SCDModule(L.LightningModule):
         exp_keep = (torch.rand(n, device=self.device) >= self.exp_drop_prob) & has_exp
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            return self.denoiser(x, t, text, exps, text_keep=text_keep, exp_keep=exp_keep)
+            return self.denoiser(x, t, text, exp, text_keep=text_keep, exp_keep=exp_keep)
 
         loss = self.diffusion.loss(model_fn, codes)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
@@ -194,7 +199,7 @@ class SCDModule(L.LightningModule):
 
     # ---- validation ----------------------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        codes, exps = batch["code"], batch["exp"]
+        codes, exp = batch["code"], batch["exp"]
         text = self.encode_text(batch["caption"])
         n = codes.shape[0]
         # The same timesteps and noise at every epoch, so the curve measures the model and not the draw.
@@ -207,7 +212,7 @@ class SCDModule(L.LightningModule):
         exp_keep = batch["has_exp"].to(self.device) & (self.exp_drop_prob < 1.0)
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            return denoiser(x, t, text, exps, text_keep=text_keep, exp_keep=exp_keep)
+            return denoiser(x, t, text, exp, text_keep=text_keep, exp_keep=exp_keep)
 
         loss = self.diffusion.loss(model_fn, codes, t=t, noise=noise)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
@@ -218,16 +223,15 @@ class SCDModule(L.LightningModule):
         world = getattr(datamodule, "world", None)
         if world is None or self.val_sampling is None or self.trainer.sanity_checking:
             return
-        from scd.evaluate import world_metrics  # evaluation code, imported where it is used
-
         val = datamodule.val_data
         k = min(int(self.val_sampling["num_samples"]), len(val))
         captions = val.first_captions()[:k]
-        exps = val.expressions[:k]
+        exp = val.expressions[:k]
         codes = self.sample(captions if self.text_drop_prob < 1.0 else None,
-                            exps if self.exp_drop_prob < 1.0 else None, num_samples=k,
-                            cond_scale=float(self.val_sampling["scale"]), steps=int(self.val_sampling["steps"]),
+                            exp if self.exp_drop_prob < 1.0 else None, num_samples=k,
+                            cond_scale=float(self.val_sampling["cond_scale"]),
+                            steps=int(self.val_sampling["steps"]),
                             seed=0)
-        metrics = world_metrics(world, codes.cpu(), captions, exps, val.codes)
+        metrics = world.metrics(codes.cpu(), captions, exp, val.codes)
         # Every rank samples the same noise and gets the same numbers, so no reduction is needed.
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, on_epoch=True)

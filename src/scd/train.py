@@ -2,37 +2,30 @@
 
 Everything is built from the Hydra config (conf/train.yaml and its groups): the datamodule, the
 LightningModule, callbacks, loggers and the trainer. ``train(cfg)`` is importable (tests and sweeps call it)
-and returns the final metrics; ``main`` is a thin Hydra entry point.
+and returns the final metrics; ``main`` is the thin command around it (:func:`texface.cli.hydra_command`).
 Sweeps: ``python -m scd.train -m model.optimizer.lr=1e-4,3e-4`` (one folder per job) or ``hparams_search=lr``.
 """
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 
-import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
-from eg3d.checkpoint import CheckpointError
 from scd.callbacks import ExportSCD
+from texface.cli import hydra_command
+from texface.config import instantiate
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "bad input" (a missing folder, a wrong size, an unset config value): reported in one line.
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, MissingMandatoryValue)
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` entry of a group such as ``callbacks`` or ``logger`` (None -> [])."""
     if not group:
         return []
-    return [hydra.utils.instantiate(node) for node in group.values()
-            if isinstance(node, DictConfig) and "_target_" in node]
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -41,14 +34,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("instantiating datamodule <%s>", cfg.data._target_)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     log.info("instantiating model <%s>", cfg.model._target_)
-    model = hydra.utils.instantiate(cfg.model)
+    model = instantiate(cfg.model)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger (`logger=none`)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -65,22 +58,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except (*USER_ERRORS, InstantiationException) as err:
-        # Bad input (a missing folder, a wrong size...): one readable line, no traceback.
-        while isinstance(err, InstantiationException) and err.__cause__ is not None:
-            err = err.__cause__
-        if not isinstance(err, USER_ERRORS):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(1)
-    # A sweeper optimises this value (hparams_search sets optimized_metric).
+def train_objective(cfg: DictConfig) -> float | None:
+    """:func:`train`, returning the metric named by ``optimized_metric`` (what a sweeper optimises)."""
+    metrics = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
+
+main = hydra_command("train", train_objective)
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,11 @@ from helpers import reference_fixture
 from safetensors.torch import load_file
 
 from eg3d.camera import orbit_labels
-from eg3d.checkpoint import CheckpointError, build_generator, load_generator, read_config, read_tensors, \
-    save_generator, write_checkpoint
+from eg3d.checkpoint import build_generator, load_generator, save_generator
 from eg3d.generator import TriPlaneGenerator
 from eg3d.presets import PRESETS, preset
+from texface.checkpoint import read_config, read_tensors, write_checkpoint
+from texface.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def saved(tiny, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    tiny.save(path)
+    save_generator(tiny, path)
     return path
 
 
@@ -43,7 +44,7 @@ def _render(G, nrr=16):
 # ---- our format ------------------------------------------------------------------------------------------------
 
 def test_round_trip_is_exact(tiny, saved):
-    G = TriPlaneGenerator.load(saved)
+    G = load_generator(saved)
     assert isinstance(G, TriPlaneGenerator) and not G.training
     assert G.init_kwargs == tiny.init_kwargs and G.neural_rendering_resolution == 64
     assert _equal_states(G, tiny)

@@ -1,39 +1,24 @@
 """Plane reuse (planes / render_planes) and the accelerated variants of eg3d.fast against the reference.
 
-CPU: the planes/render_planes split is the same computation as synthesis (bit for bit), the render CLI's orbit with
-reused planes equals per-frame rendering, the gather lookup equals grid_sample, and the eager fp32 FastGenerator
-equals the reference.
+CPU: the planes/render_planes split is the same computation as synthesis (bit for bit), the gather lookup equals
+grid_sample, the eager fp32 FastGenerator equals the reference, and ``accelerate`` picks the exact path on the CPU.
 GPU: on the reference fixtures, the fp32 compiled variants meet the fixtures' own float32 tolerances; the reduced-
 precision variants meet the looser bounds of REDUCED_PRECISION_BOUNDS. Tests that compile are also marked slow:
 inductor needs about two minutes per new shape on a cold H100.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+import eg3d_reference as parity
 from eg3d.camera import orbit_labels
 from eg3d.checkpoint import build_generator
-from eg3d.fast import FastGenerator, FastRenderer, precision_mode, sample_from_planes_gather
+from eg3d.fast import FastGenerator, FastRenderer, accelerate, precision_mode, sample_from_planes_gather
 from eg3d.renderer import sample_from_planes
-
-
-def _parity_module():
-    """tests/eg3d/test_generator_parity.py (fixture loading, tolerances, per-camera comparison)."""
-    spec = importlib.util.spec_from_file_location("_eg3d_parity", Path(__file__).with_name("test_generator_parity.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
-parity = _parity_module()
+from texface.errors import ConfigError
 
 # Reduced-precision bounds: PSNR over the images' [-1, 1] range (peak-to-peak 2), depth error in world units (the
 # depth range is [2.25, 3.3]). Measured on an H100 on 2026-11-24 (tiny / mid fixture, the same with and without the
@@ -87,23 +72,6 @@ def test_render_planes_reuses_planes_exactly(small):
             G.planes(ws[:, :3])
 
 
-def test_orbit_frames_with_reused_planes_equal_per_frame_renders(small):
-    pytest.importorskip("hydra", reason="eg3d.render is a Hydra app")
-    from eg3d.render import orbit_frames, render_uint8
-
-    G, ws, labels = small
-    codes = torch.cat([ws, ws[:1]])  # 3 codes in batches of 2: a full and a partial batch
-    kwargs = dict(image_mode="image", noise_mode="const", deterministic=True)
-    frames = list(orbit_frames(G, codes, labels, batch_size=2, progress=False, **kwargs))
-    assert len(frames) == len(labels)
-    for frame, c in zip(frames, labels):
-        tiles = render_uint8(G, codes, c.expand(3, 25), **kwargs)  # (3, H, W, 3), from synthesis
-        size = tiles.shape[1]
-        assert frame.shape == (2 * size, 2 * size, 3)
-        for i, (row, col) in enumerate([(0, 0), (0, 1), (1, 0)]):
-            np.testing.assert_array_equal(frame[row * size:(row + 1) * size, col * size:(col + 1) * size], tiles[i])
-
-
 # ---------------------------------------------------------------------------------------------- fast, on CPU
 
 def test_gather_lookup_matches_grid_sample():
@@ -145,6 +113,26 @@ def test_bad_choices_are_refused(small):
         FastGenerator(G, precision="fp16")
     with pytest.raises(ValueError, match="compile must be one of"):
         FastGenerator(G, compile="max")
+
+
+def test_accelerate_resolves_auto_and_keeps_the_cpu_exact(small):
+    G = small[0]
+    assert accelerate(G) is G and accelerate(G, precision="fp32") is G  # exact: the generator itself
+    compiled = accelerate(G, precision="fp32", compile="render")
+    assert isinstance(compiled, FastGenerator) and compiled.precision == "fp32"
+    assert compiled.z_dim == G.z_dim and compiled.rendering_kwargs is G.rendering_kwargs  # a drop-in twin
+    for precision in ("tf32", "bf16"):
+        with pytest.raises(ConfigError, match=f"precision={precision} needs a CUDA device"):
+            accelerate(G, precision=precision)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        accelerate(G, precision="fp16")
+
+
+@pytest.mark.gpu
+def test_accelerate_auto_is_tf32_on_cuda():
+    G = build_generator(preset="tiny", seed=0).cuda()
+    fast = accelerate(G)
+    assert isinstance(fast, FastGenerator) and (fast.precision, fast.compile) == ("tf32", "none")
 
 
 def test_precision_mode_restores_global_flags():

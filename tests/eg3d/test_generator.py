@@ -177,17 +177,3 @@ def test_4x_head_reproduces_the_inplace_raw_image(resolution, aliased):
     assert torch.equal(rgb, rgb_clone) and torch.equal(x[:, :3], rgb_clone)  # nothing was modified in place
     with pytest.raises(ValueError, match="at most 128"):
         sr(torch.zeros(1, 3, 256, 256), torch.zeros(1, 32, 256, 256), ws)
-
-
-def test_save_and_load_delegate_to_the_checkpoint_format(tmp_path):
-    G = small_generator()
-    with torch.no_grad():
-        G.backbone.mapping.w_avg.normal_()
-    G.neural_rendering_resolution = 32
-    G.save(tmp_path / "g")
-    loaded = TriPlaneGenerator.load(tmp_path / "g")
-    assert isinstance(loaded, TriPlaneGenerator) and not loaded.training
-    assert loaded.neural_rendering_resolution == 32 and loaded.init_kwargs == G.init_kwargs
-    state, loaded_state = G.state_dict(), loaded.state_dict()
-    assert state.keys() == loaded_state.keys()
-    assert all(torch.equal(state[k], loaded_state[k]) for k in state)

@@ -8,8 +8,14 @@ import sys
 import pytest
 import torch
 
-from scd.checkpoint import load_scd
+from scd.pipeline import SCDPipeline
 from scd.convert import main
+
+
+def load(path, **kwargs) -> SCDPipeline:
+    """The checkpoint at ``path`` as a pipeline without a generator (denoiser, diffusion, text encoder, config)."""
+    return SCDPipeline.from_pretrained(path, generator=None, device="cpu", **kwargs)
+
 
 D, CODE, FF, EXP, DEPTH, HEADS = 64, 32, 96, 50, 2, 4
 CLIP_WIDTH, CLIP_VOCAB, CLIP_CTX = 64, 49408, 77
@@ -78,7 +84,7 @@ def test_converts_raw_and_ema_weights(tmp_path, official, capsys):
     assert rc == 0, err
     assert "depth 2" in out and "raw + EMA" in out
     for use_ema, source in ((True, ema), (False, raw)):
-        bundle = load_scd(out_dir, use_ema=use_ema)
+        bundle = load(out_dir, use_ema=use_ema)
         assert bundle.denoiser.config == dict(code_dim=CODE, n_tokens=14, dim=D, depth=DEPTH, heads=HEADS,
                                               ff_dim=FF, dropout=0.1, text_dim=CLIP_WIDTH, text_len=CLIP_CTX,
                                               exp_dim=EXP)
@@ -103,7 +109,7 @@ def test_no_ema_and_missing_ema(tmp_path, official, capsys):
     torch.save({"state_dict": raw}, only_raw)
     rc, out, _ = run(capsys, only_raw, tmp_path / "b", "--heads", HEADS)
     assert rc == 0 and "no 'ema'" in out
-    assert load_scd(tmp_path / "b").config["has_ema"] is False
+    assert load(tmp_path / "b").config["has_ema"] is False
 
 
 @pytest.mark.parametrize("change, message", [
@@ -121,7 +127,7 @@ def test_refuses_missing_or_unexpected_tensors(tmp_path, capsys, change, message
     src, dst = tmp_path / "model.pt", tmp_path / "out"
     torch.save({"state_dict": state}, src)
     rc, out, err = run(capsys, src, dst, "--heads", HEADS)
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert list(tmp_path.iterdir()) == [src]
 
@@ -131,17 +137,17 @@ def test_refuses_wrong_layout_and_existing_output(tmp_path, official, capsys):
     bare = tmp_path / "bare.pt"
     torch.save(raw, bare)
     rc, _, err = run(capsys, bare, tmp_path / "out", "--heads", HEADS)
-    assert rc == 1 and "official layout" in err
+    assert rc == 2 and "official layout" in err
     (tmp_path / "exists").mkdir()
     rc, _, err = run(capsys, path, tmp_path / "exists", "--heads", HEADS)
-    assert rc == 1 and "--force" in err
+    assert rc == 2 and "--force" in err
     rc, _, err = run(capsys, path, tmp_path / "exists", "--heads", HEADS, "--force")
     assert rc == 0 and (tmp_path / "exists" / "config.json").is_file()
     rc, _, err = run(capsys, path, tmp_path / "out", "--heads", 5)
-    assert rc == 1 and "heads" in err
+    assert rc == 2 and "heads" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     rc, _, err = run(capsys, tmp_path / "junk.pt", tmp_path / "out")
-    assert rc == 1 and "Unsupported operand" in err and err.count("\n") == 1
+    assert rc == 2 and "Unsupported operand" in err and err.count("\n") == 1
 
 
 class Payload:
@@ -159,7 +165,7 @@ def test_refuses_a_malicious_pickle(tmp_path, capsys):
     src = tmp_path / "model.pt"
     torch.save({"state_dict": {"final_layer.bias": Payload(str(marker))}}, src)
     rc, out, err = run(capsys, src, tmp_path / "out")
-    assert rc == 1 and "weights_only" in err and "mkdir" in err and err.count("\n") == 1
+    assert rc == 2 and "weights_only" in err and "mkdir" in err and err.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -168,7 +174,7 @@ def test_cli_exit_code_and_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["scd.convert", str(tmp_path / "nope.pt"), str(tmp_path / "out")])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("scd.convert", run_name="__main__")
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint not found") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()

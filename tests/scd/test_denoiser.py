@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import assert_close, reference_fixture
-from scd.convert import UNUSED, denoiser_from_official
+from scd.official import UNUSED, denoiser_from_official
 from scd.denoiser import StyleCodeDenoiser
 
 V_TOL = dict(atol=5e-5, rel=2e-5)
@@ -76,7 +76,7 @@ def test_condition_branches_match_reference(ref):
 def test_joint_guidance_matches_reference(ref):
     model, io, _ = ref
     with torch.no_grad():
-        v = model.guided(io["x_t"], io["t"], io["text_feats"], io["exp"], scale=7.0)
+        v = model.guided(io["x_t"], io["t"], io["text_feats"], io["exp"], cond_scale=7.0)
         assert_close(v, io["v_cfg"], atol=3e-4, rel=2e-5, name="v_cfg")
         # The default scale is the official 7.
         assert torch.equal(model.guided(io["x_t"], io["t"], io["text_feats"], io["exp"]), v)
@@ -97,9 +97,9 @@ def test_guidance_formulas_float64():
     tol = dict(atol=1e-10, rel=1e-12)
     with torch.no_grad():
         for s in (7.0, 2.5, 1.0):
-            assert_close(model.guided(x, t, text, exp, scale=s), u + s * (vc - u), **tol, name=f"joint {s}")
+            assert_close(model.guided(x, t, text, exp, cond_scale=s), u + s * (vc - u), **tol, name=f"joint {s}")
             # Equal separate scales are the joint guidance.
-            separate = model.guided(x, t, text, exp, scale=0.3, text_scale=s, exp_scale=s)
+            separate = model.guided(x, t, text, exp, cond_scale=0.3, text_scale=s, exp_scale=s)
             assert_close(separate, u + s * (vc - u), **tol, name=f"separate == joint at {s}")
         # Joint up to the smaller scale, single-condition guidance for the excess.
         for st, se in ((7.0, 3.0), (2.0, 5.0), (-1.0, 2.0)):
@@ -112,20 +112,20 @@ def test_guidance_formulas_float64():
         assert_close(model.guided(x, t, text, exp, text_scale=0.0, exp_scale=4.0), u + 4 * (ve - u), **tol,
                      name="expression guidance only")
         # A missing scale defaults to `scale`.
-        assert_close(model.guided(x, t, text, exp, scale=3.0, text_scale=5.0),
+        assert_close(model.guided(x, t, text, exp, cond_scale=3.0, text_scale=5.0),
                      model.guided(x, t, text, exp, text_scale=5.0, exp_scale=3.0), **tol,
                      name="default scale")
         # Missing conditions.
-        assert_close(model.guided(x, t, text, None, scale=6.0), u + 6 * (vt - u), **tol, name="text only")
+        assert_close(model.guided(x, t, text, None, cond_scale=6.0), u + 6 * (vt - u), **tol, name="text only")
         assert_close(model.guided(x, t, text, None, text_scale=2.0, exp_scale=9.0), u + 2 * (vt - u), **tol,
                      name="text only, separate")
-        assert_close(model.guided(x, t, None, exp, scale=6.0), u + 6 * (ve - u), **tol, name="exp only")
-        assert_close(model.guided(x, t, None, None, scale=6.0), u, **tol, name="unconditional")
-        assert_close(model.guided(x, t, text, exp, scale=0.0), u, **tol, name="scale 0")
+        assert_close(model.guided(x, t, None, exp, cond_scale=6.0), u + 6 * (ve - u), **tol, name="exp only")
+        assert_close(model.guided(x, t, None, None, cond_scale=6.0), u, **tol, name="unconditional")
+        assert_close(model.guided(x, t, text, exp, cond_scale=0.0), u, **tol, name="scale 0")
 
 
 @pytest.mark.parametrize("kwargs, n_branches", [
-    (dict(scale=7.0), 2), (dict(scale=0.0), 1), (dict(text_scale=5.0, exp_scale=2.0), 3),
+    (dict(cond_scale=7.0), 2), (dict(cond_scale=0.0), 1), (dict(text_scale=5.0, exp_scale=2.0), 3),
     (dict(text_scale=3.0, exp_scale=3.0), 2), (dict(text_scale=3.0, exp_scale=0.0), 2)])
 def test_guidance_runs_one_batched_forward(kwargs, n_branches):
     model = tiny()

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import assert_close, reference_fixture
-from scd.convert import denoiser_from_official
+from scd.official import denoiser_from_official
 from scd.diffusion import GaussianDiffusion, ddim_times
 
 
@@ -53,7 +53,7 @@ def test_guided_ddim_matches_reference(ref):
     steps = {}
 
     def model_fn(x, t):
-        return model.guided(x, t, io["text_feats"], io["exp"], scale=7.0)
+        return model.guided(x, t, io["text_feats"], io["exp"], cond_scale=7.0)
 
     def record(k, t_next, x):
         steps[k] = (t_next, x.clone())

@@ -6,7 +6,6 @@ tiny random-weight generator of conf/generator/tiny.yaml, 2 DDIM steps and a few
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,19 +15,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from eg3d.checkpoint import CheckpointError
-from eg3d.render import render_uint8
-from scd.checkpoint import load_scd, save_scd
+from eg3d.frames import FrameRenderer
+from scd.checkpoint import save_scd
 from scd.denoiser import StyleCodeDenoiser
-from scd.generate import DEMO_CHECKPOINT, GenerateError, check_options, generate, more_depth_samples, \
-    resolve_sampling
-from scd.sampling import initial_noise, prepare_captions, prepare_expressions, sample_codes, slerp
+from scd.generate import check_options, generate
+from scd.pipeline import DEMO_SCD, SCDPipeline
+from scd.sampling import SAMPLING_KEYS, initial_noise, prepare_captions, prepare_exp
 from scd.text import TextEncoder
-
-ROOT = Path(__file__).resolve().parents[2]
+from texface.config import compose
+from texface.errors import CheckpointError, ConfigError
 SIZE, RAW = 128, 32  # the tiny generator's image size, and the neural-render size the tests set (faster)
 TINY = ["steps=2", "num_samples=2", "progress=false", "device=cpu",
         f"++generator.neural_rendering_resolution={RAW}"]
@@ -37,9 +33,7 @@ TWO_CAPTIONS = f"captions=['{CAPTION_A}','{CAPTION_B}']"
 
 
 def config(*overrides: str):
-    GlobalHydra.instance().clear()  # in case another test left a Hydra app initialised
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="generate", overrides=[*TINY, *overrides])
+    return compose("generate", [*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(ckpt):
-    return load_scd(ckpt)
+    return SCDPipeline.from_pretrained(ckpt, generator=None, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +84,7 @@ def mp4_frames(path: Path) -> np.ndarray:
 def test_writes_grid_samples_latents_conditions_and_videos(first_run, exp_file):
     out = first_run["out_dir"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["conditions.json", "grid.png", "latents.pt", "orbit_00.mp4", "orbit_01.mp4",
+    assert names == ["conditions.json", "grid.png", "latents.pt", "orbit.mp4", "orbit_00.mp4", "orbit_01.mp4",
                      "sample_00.png", "sample_01.png"]  # nothing else, no staging folder left behind
     assert sorted(first_run["files"]) == sorted(out / n for n in names)
 
@@ -111,9 +105,12 @@ def test_writes_grid_samples_latents_conditions_and_videos(first_run, exp_file):
     assert conditions["seed"] == 3 and conditions["steps"] == 2 and conditions["cond_scale"] == 7.0
     assert conditions["source"] == "sampled"
 
+    grid_video = mp4_frames(out / "orbit.mp4")
+    assert grid_video.shape == (3, RAW, 2 * RAW, 3)  # both codes side by side (gen_videos' grid)
     for i in range(2):
         frames = mp4_frames(out / f"orbit_{i:02d}.mp4")
         assert frames.shape == (3, RAW, RAW, 3)  # depth is rendered at the neural-rendering resolution
+        assert np.abs(grid_video[:, :, i * RAW:(i + 1) * RAW].astype(int) - frames).mean() < 4  # one render each
         # Grey, and min-max scaled to the full range in every frame (up to H.264 rounding).
         assert np.abs(frames.astype(int) - frames[..., :1]).max() <= 8
         assert (frames.reshape(3, -1).min(1) <= 16).all() and (frames.reshape(3, -1).max(1) >= 239).all()
@@ -122,14 +119,14 @@ def test_writes_grid_samples_latents_conditions_and_videos(first_run, exp_file):
 
 def test_same_seed_same_codes_other_seed_other_codes(bundle):
     kwargs = dict(num_samples=2, steps=2, cond_scale=7.0)
-    a = sample_codes(bundle, CAPTION_A, None, seed=5, **kwargs)
-    b = sample_codes(bundle, CAPTION_A, None, seed=5, **kwargs)
-    c = sample_codes(bundle, CAPTION_A, None, seed=6, **kwargs)
+    a = bundle.sample(CAPTION_A, None, seed=5, **kwargs)
+    b = bundle.sample(CAPTION_A, None, seed=5, **kwargs)
+    c = bundle.sample(CAPTION_A, None, seed=6, **kwargs)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (a - c).abs().max() > 1e-3
     # eta > 0 draws step noise, from the same seed too.
-    d = sample_codes(bundle, CAPTION_A, None, seed=5, eta=0.5, **kwargs)
-    e = sample_codes(bundle, CAPTION_A, None, seed=5, eta=0.5, **kwargs)
+    d = bundle.sample(CAPTION_A, None, seed=5, eta=0.5, **kwargs)
+    e = bundle.sample(CAPTION_A, None, seed=5, eta=0.5, **kwargs)
     torch.testing.assert_close(d, e, rtol=0, atol=0)
     assert (a - d).abs().max() > 1e-3
 
@@ -143,16 +140,15 @@ def test_cli_run_is_deterministic(first_run, ckpt, exp_file, tmp_path):
 
 
 def test_latents_mode_renders_saved_codes_without_a_checkpoint(first_run, tmp_path, monkeypatch):
-    import scd.generate
-
     depth_samples = []  # (depth_resolution, depth_resolution_importance) seen by each render call
+    render_batch = FrameRenderer.render_batch
 
-    def spy(G, ws, c, **kwargs):
-        depth_samples.append((G.rendering_kwargs["depth_resolution"],
-                              G.rendering_kwargs["depth_resolution_importance"]))
-        return render_uint8(G, ws, c, **kwargs)
+    def spy(self, ws, c, **kwargs):
+        depth_samples.append((self.generator.rendering_kwargs["depth_resolution"],
+                              self.generator.rendering_kwargs["depth_resolution_importance"]))
+        return render_batch(self, ws, c, **kwargs)
 
-    monkeypatch.setattr(scd.generate, "render_uint8", spy)
+    monkeypatch.setattr(FrameRenderer, "render_batch", spy)
     run = generate(config(f"latents={first_run['out_dir'] / 'latents.pt'}", "ckpt=/nonexistent/ckpt",
                           "seed=3", "video=true", "video_frames=2", "video_mode=image",
                           f"out_dir={tmp_path}"))
@@ -176,7 +172,7 @@ def test_interpolation_shares_noise_and_writes_morph_videos(ckpt, bundle, tmp_pa
     ends = []
     for tag, caption in zip("ab", (CAPTION_A, CAPTION_B)):  # each end is the ordinary sample of its caption
         ends.append(torch.load(tmp_path / f"latents_{tag}.pt", weights_only=True))
-        expected = sample_codes(bundle, caption, None, num_samples=1, steps=2, seed=4)
+        expected = bundle.sample(caption, None, num_samples=1, steps=2, seed=4)
         torch.testing.assert_close(ends[-1], expected, rtol=0, atol=1e-6)
     assert (ends[0] - ends[1]).abs().max() > 1e-3
     assert run["latents"].shape == (1, 2, 14, 512)
@@ -191,20 +187,20 @@ def test_interpolation_shares_noise_and_writes_morph_videos(ckpt, bundle, tmp_pa
 def test_unconditional_is_the_unguided_prediction(bundle):
     """No conditions: exactly the u branch, which text guidance at scale 0 also reduces to."""
     kwargs = dict(num_samples=2, steps=3, seed=1)
-    unconditional = sample_codes(bundle, None, None, cond_scale=7.0, **kwargs)
-    text_at_zero = sample_codes(bundle, CAPTION_A, None, cond_scale=0.0, **kwargs)
+    unconditional = bundle.sample(None, None, cond_scale=7.0, **kwargs)
+    text_at_zero = bundle.sample(CAPTION_A, None, cond_scale=0.0, **kwargs)
     torch.testing.assert_close(unconditional, text_at_zero, rtol=0, atol=1e-6)
-    guided = sample_codes(bundle, CAPTION_A, None, cond_scale=7.0, **kwargs)
+    guided = bundle.sample(CAPTION_A, None, cond_scale=7.0, **kwargs)
     assert (unconditional - guided).abs().max() > 1e-3
 
 
 def test_separate_scales_reach_text_only_and_expression_only_guidance(bundle):
     exp = torch.randn(50, generator=torch.Generator().manual_seed(2))
     kwargs = dict(num_samples=2, steps=3, seed=1)
-    exp_only = sample_codes(bundle, None, exp, cond_scale=5.0, **kwargs)
-    text_only = sample_codes(bundle, CAPTION_B, None, cond_scale=5.0, **kwargs)
-    both_exp_guided = sample_codes(bundle, CAPTION_B, exp, text_scale=0.0, exp_scale=5.0, **kwargs)
-    both_text_guided = sample_codes(bundle, CAPTION_B, exp, text_scale=5.0, exp_scale=0.0, **kwargs)
+    exp_only = bundle.sample(None, exp, cond_scale=5.0, **kwargs)
+    text_only = bundle.sample(CAPTION_B, None, cond_scale=5.0, **kwargs)
+    both_exp_guided = bundle.sample(CAPTION_B, exp, text_scale=0.0, exp_scale=5.0, **kwargs)
+    both_text_guided = bundle.sample(CAPTION_B, exp, text_scale=5.0, exp_scale=0.0, **kwargs)
     torch.testing.assert_close(both_exp_guided, exp_only, rtol=0, atol=1e-5)
     torch.testing.assert_close(both_text_guided, text_only, rtol=0, atol=1e-5)
     assert (exp_only - text_only).abs().max() > 1e-3
@@ -213,69 +209,42 @@ def test_separate_scales_reach_text_only_and_expression_only_guidance(bundle):
 def test_expression_only_from_the_cli(ckpt, exp_file, bundle, tmp_path):
     run = generate(config(f"ckpt={ckpt}", f"exp={exp_file}", "captions=null", "seed=2",
                           f"out_dir={tmp_path}"))
-    expected = sample_codes(bundle, None, torch.from_numpy(np.load(exp_file)), num_samples=2, steps=2, seed=2)
+    expected = bundle.sample(None, torch.from_numpy(np.load(exp_file)), num_samples=2, steps=2, seed=2)
     torch.testing.assert_close(run["latents"], expected, rtol=0, atol=1e-6)
     assert json.loads((tmp_path / "conditions.json").read_text())["captions"] is None
 
 
 def test_ckpt_null_means_the_demo_checkpoint(ckpt, monkeypatch, tmp_path):
-    import scd.generate
+    import scd.pipeline
 
-    monkeypatch.setattr(scd.generate, "DEMO_CHECKPOINT", ckpt)
+    monkeypatch.setattr(scd.pipeline, "DEMO_SCD", ckpt)
     run = generate(config("ckpt=null", "num_samples=1", f"out_dir={tmp_path / 'a'}"))
     assert run["conditions"]["ckpt"] == str(ckpt.resolve())
-    monkeypatch.setattr(scd.generate, "DEMO_CHECKPOINT", tmp_path / "absent")
-    with pytest.raises(GenerateError, match="demo checkpoint is missing"):
+    monkeypatch.setattr(scd.pipeline, "DEMO_SCD", tmp_path / "absent")
+    with pytest.raises(ConfigError, match="demo checkpoint is missing"):
         generate(config("ckpt=null", f"out_dir={tmp_path / 'b'}"))
     assert not (tmp_path / "b").exists()
 
 
 def test_default_checkpoint_is_the_shipped_demo(tmp_path):
-    assert (DEMO_CHECKPOINT / "config.json").is_file(), f"the demo checkpoint is missing at {DEMO_CHECKPOINT}"
+    assert (DEMO_SCD / "config.json").is_file(), f"the demo checkpoint is missing at {DEMO_SCD}"
     run = generate(config("num_samples=1", f"out_dir={tmp_path}"))
-    assert run["conditions"]["ckpt"] == str(DEMO_CHECKPOINT)
+    assert run["conditions"]["ckpt"] == str(DEMO_SCD)
     assert run["latents"].shape == (1, 14, 512)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def test_slerp_against_the_closed_form():
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(3, 14, 8, generator=gen), torch.randn(3, 14, 8, generator=gen)
-    torch.testing.assert_close(slerp(a, b, 0.0), a, rtol=0, atol=1e-6)
-    torch.testing.assert_close(slerp(a, b, 1.0), b, rtol=0, atol=1e-6)
-    # Orthogonal unit vectors: the midpoint is (a + b) / sqrt(2), a unit vector.
-    e0, e1 = torch.eye(4)[0], torch.eye(4)[1]
-    torch.testing.assert_close(slerp(e0, e1, 0.5), (e0 + e1) / math.sqrt(2), rtol=0, atol=1e-7)
-    # Equal norms stay equal along the path, and the angle to a grows linearly in t.
-    u = 3 * torch.nn.functional.normalize(a.double(), dim=-1)
-    v = 3 * torch.nn.functional.normalize(b.double(), dim=-1)
-    omega = torch.arccos((u * v).sum(-1) / 9)
-    for t in (0.25, 0.6):
-        w = slerp(u, v, t)
-        torch.testing.assert_close(w.norm(dim=-1), torch.full_like(omega, 3.0), rtol=0, atol=1e-9)
-        angle = torch.arccos(((w * u).sum(-1) / 9).clamp(-1, 1))
-        torch.testing.assert_close(angle, t * omega, rtol=0, atol=1e-6)
-    # Parallel vectors fall back to linear interpolation.
-    torch.testing.assert_close(slerp(e0, 2 * e0, 0.5), 1.5 * e0, rtol=0, atol=1e-7)
+def resolve_sampling(given: dict, pipeline: SCDPipeline) -> dict:
+    return pipeline.sampling_options(**{k: given[k] for k in SAMPLING_KEYS})
 
 
-def test_more_depth_samples_multiplies_and_restores():
-    from types import SimpleNamespace
+def test_sampling_options_fall_back_to_the_checkpoint(bundle):
+    def with_config(config: dict) -> SCDPipeline:
+        return SCDPipeline(denoiser=bundle.denoiser, diffusion=bundle.diffusion, config=config)
 
-    kwargs = {"depth_resolution": 48, "depth_resolution_importance": 24, "ray_start": 2.25}
-    G = SimpleNamespace(rendering_kwargs=kwargs)
-    with more_depth_samples(G, 2):
-        assert G.rendering_kwargs == {**kwargs, "depth_resolution": 96, "depth_resolution_importance": 48}
-    assert G.rendering_kwargs is kwargs and kwargs["depth_resolution"] == 48
-
-
-def test_sampling_options_fall_back_to_the_checkpoint():
-    from types import SimpleNamespace
-
-    bundle = SimpleNamespace(config={"sampling": {"cond_scale": 3.0, "steps": 20, "eta": 0.0, "clamp": None,
-                                                  "text_scale": 2.0}},
-                             diffusion=SimpleNamespace(num_timesteps=1000))
+    bundle = with_config({"sampling": {"cond_scale": 3.0, "steps": 20, "eta": 0.0, "clamp": None,
+                                       "text_scale": 2.0}})
     given = check_options(config("steps=null", "clamp=null"))
     assert resolve_sampling(given, bundle) == {"cond_scale": 3.0, "text_scale": 2.0, "exp_scale": None,
                                                "steps": 20, "eta": 0.0, "clamp": None}
@@ -286,7 +255,7 @@ def test_sampling_options_fall_back_to_the_checkpoint():
     assert resolve_sampling(given, bundle) == {"cond_scale": 3.0, "text_scale": None, "exp_scale": 1.0,
                                                "steps": 2, "eta": 0.0, "clamp": (-2.0, 2.0)}
     given = check_options(config("clamp=null"))  # the paper's defaults when the checkpoint stores none
-    bare = SimpleNamespace(config={}, diffusion=SimpleNamespace(num_timesteps=1000))
+    bare = with_config({})
     assert resolve_sampling(given, bare) == {"cond_scale": 7.0, "text_scale": None, "exp_scale": None,
                                              "steps": 2, "eta": 0.0, "clamp": (-1.0, 1.0)}
 
@@ -298,11 +267,11 @@ def test_condition_normalisation():
     for bad in ([], ["a", "b"], [1]):
         with pytest.raises(ValueError):
             prepare_captions(bad, 3)
-    assert prepare_expressions(np.ones(50), 3).shape == (3, 50)
-    assert prepare_expressions(np.ones((3, 50)), 3).dtype == torch.float32
+    assert prepare_exp(np.ones(50), 3).shape == (3, 50)
+    assert prepare_exp(np.ones((3, 50)), 3).dtype == torch.float32
     for bad in (np.ones(49), np.ones((2, 50)), np.full(50, np.nan), np.ones((3, 50, 1))):
         with pytest.raises(ValueError):
-            prepare_expressions(bad, 3)
+            prepare_exp(bad, 3)
     noise = initial_noise(2, 14, 512, seed=0)
     torch.testing.assert_close(noise, initial_noise(2, 14, 512, seed=0), rtol=0, atol=0)
 
@@ -329,25 +298,25 @@ ERRORS = [  # (overrides, error type, words of the message)
     (["ckpt={tmp}/missing"], CheckpointError, "not found"),
     (["ckpt={garbage_ckpt}"], CheckpointError, "config.json"),
     (["ckpt={exp_49}"], CheckpointError, "python -m scd.convert"),
-    (["exp={tmp}/missing.npy"], GenerateError, "expression file not found"),
-    (["exp={exp_49}"], GenerateError, "shape"),
-    (["exp={exp_nan}"], GenerateError, "NaN"),
-    (["exp={exp_3}"], GenerateError, "3 expression codes for num_samples=2"),
-    (["exp={exp_text}"], GenerateError, "not a readable .npy"),
-    (["captions=[]"], GenerateError, "caption list is empty"),
-    (["captions=['a','b','c']"], GenerateError, "3 captions for num_samples=2"),
-    (["latents={latents_shape}"], GenerateError, "(N, 14, 512)"),
-    (["latents={latents_dict}"], GenerateError, "holds a dict"),
-    (["latents={latents_text}"], GenerateError, "not a tensor saved with torch.save"),
-    (["latents={tmp}/missing.pt"], GenerateError, "latents file not found"),
-    (["generator=ffhq512"], GenerateError, "generator.ckpt=PATH"),
+    (["exp={tmp}/missing.npy"], ConfigError, "expression file not found"),
+    (["exp={exp_49}"], ConfigError, "shape"),
+    (["exp={exp_nan}"], ConfigError, "NaN"),
+    (["exp={exp_3}"], ConfigError, "3 expression codes for num_samples=2"),
+    (["exp={exp_text}"], ConfigError, "not a readable .npy"),
+    (["captions=[]"], ConfigError, "caption list is empty"),
+    (["captions=['a','b','c']"], ConfigError, "3 captions for num_samples=2"),
+    (["latents={latents_shape}"], ConfigError, "(N, 14, 512)"),
+    (["latents={latents_dict}"], ConfigError, "holds a dict"),
+    (["latents={latents_text}"], ConfigError, "not a tensor saved with torch.save"),
+    (["latents={tmp}/missing.pt"], ConfigError, "latents file not found"),
+    (["generator=ffhq512"], ConfigError, "generator.ckpt=PATH"),
     (["generator.ckpt={tmp}/missing_generator"], CheckpointError, "cannot load the generator"),
-    (["num_samples=0"], GenerateError, "num_samples must be an integer >= 1"),
-    (["steps=0"], GenerateError, "steps must be an integer >= 1"),
-    (["steps=5000"], GenerateError, "steps must be <="),
-    (["video_mode=normals"], GenerateError, "video_mode must be one of"),
-    (["interpolate=['only one']"], GenerateError, "two captions"),
-    (["clamp=[1,-1]"], GenerateError, "clamp"),
+    (["num_samples=0"], ConfigError, "num_samples must be an integer >= 1"),
+    (["steps=0"], ConfigError, "steps must be an integer >= 1"),
+    (["steps=5000"], ConfigError, "steps must be <="),
+    (["video_mode=normals"], ConfigError, "video_mode must be one of"),
+    (["interpolate=['only one']"], ConfigError, "two captions"),
+    (["clamp=[1,-1]"], ConfigError, "clamp"),
 ]
 
 

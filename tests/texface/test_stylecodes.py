@@ -11,15 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from scd.data import (
-    CAPTIONS_FILE,
-    CODES_FILE,
-    META_FILE,
-    DataFormatError,
-    StyleCodeDataset,
-    StyleCodeSet,
-    train_val_split,
-)
+from texface.errors import DataFormatError
+from texface.stylecodes import CAPTIONS_FILE, CODES_FILE, META_FILE, StyleCodeDataset, StyleCodeSet, train_val_split
 
 N = 5
 

@@ -1,18 +1,20 @@
-"""Images and videos out of the generator: uint8 conversion, grids, and atomic PNG / H.264 MP4 writers.
+"""Images and videos: uint8 conversion, grids, and atomic PNG / H.264 MP4 writers.
 
-Writers first write a hidden sibling file and rename it into place, so a crash never leaves a truncated image or
-video under the final name.
+Writers go through :func:`texface.atomic.atomic_file`, so a crash never leaves a truncated image or video under the
+final name.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import torch
+
+from texface.atomic import atomic_file
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -43,38 +45,51 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 (H, W, 3) image to ``path`` (a .png) atomically."""
     image = _check_frame(image)
     path = Path(path)
-    with _atomic(path) as tmp:
-        imageio.imwrite(tmp, image, format="PNG")
+    with atomic_file(path) as tmp:
+        imageio.imwrite(str(tmp), image, format="PNG")
     return path
 
 
-def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int = 30) -> Path:
+def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30) -> Path:
     """Encode uint8 (H, W, 3) frames as an H.264 (libx264, yuv420p) MP4 at ``path``, atomically.
 
     yuv420p needs even sizes: frames with an odd height or width get their last row/column repeated.
     """
-    path = Path(path)
+    return write_mp4s(([frame] for frame in frames), [path], fps=fps)[0]
+
+
+def write_mp4s(frames: Iterable[Sequence[np.ndarray]], paths: Sequence[str | os.PathLike],
+               fps: float = 30) -> list[Path]:
+    """Encode several videos from one stream: step k yields one uint8 (H, W, 3) frame per path (each video keeps
+    its own size). Every video is written atomically; a failure leaves none of them."""
+    paths = [Path(p) for p in paths]
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    with _atomic(path) as tmp:
+    with ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_file(p)) for p in paths]
         # quality 8 = x264 crf 10: close to lossless, the renders are small.
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                                    pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
-        shape = None
+        writers = [imageio.get_writer(str(t), format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
+                                      pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+                   for t in tmps]
+        shapes: list[tuple | None] = [None] * len(paths)
         try:
-            for frame in frames:
-                frame = _check_frame(frame)
-                if shape is None:
-                    shape = frame.shape
-                elif frame.shape != shape:
-                    raise ValueError(f"all frames must have the same shape; got {frame.shape} after {shape}")
-                pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
-                writer.append_data(np.pad(frame, pad, mode="edge"))
+            for step in frames:
+                if len(step) != len(paths):
+                    raise ValueError(f"each step must give {len(paths)} frames, got {len(step)}")
+                for k, frame in enumerate(step):
+                    frame = _check_frame(frame)
+                    if shapes[k] is None:
+                        shapes[k] = frame.shape
+                    elif frame.shape != shapes[k]:
+                        raise ValueError(f"all frames must have the same shape; got {frame.shape} after {shapes[k]}")
+                    pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+                    writers[k].append_data(np.pad(frame, pad, mode="edge"))
         finally:
-            writer.close()
-        if shape is None:
+            for writer in writers:
+                writer.close()
+        if paths and shapes[0] is None:
             raise ValueError("write_mp4 needs at least one frame")
-    return path
+    return paths
 
 
 def _check_frame(image: np.ndarray) -> np.ndarray:
@@ -82,16 +97,3 @@ def _check_frame(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected a uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
     return image
-
-
-@contextmanager
-def _atomic(path: Path):
-    """Yield a hidden temporary path next to ``path``; rename it onto ``path`` on success, delete it on error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        yield str(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

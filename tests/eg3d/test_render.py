@@ -1,4 +1,4 @@
-"""`python -m eg3d.render` (files, their geometry and content, options, one-line errors) and eg3d.video."""
+"""`python -m eg3d.render`: files, their geometry and content, options, one-line errors."""
 from __future__ import annotations
 
 import os
@@ -9,14 +9,13 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
 
-from eg3d.checkpoint import CheckpointError, build_generator, save_generator
-from eg3d.render import run
-from eg3d.video import save_png, tile, to_uint8, write_mp4
+from eg3d.checkpoint import build_generator, save_generator
+from eg3d.render import render
+from helpers import ROOT, video_frames
+from texface.config import compose
+from texface.errors import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[2]
 TILE = 128  # the tiny preset's image size; its neural render is 64
 
 
@@ -27,18 +26,8 @@ def _cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def _render(tmp_path: Path, *overrides: str) -> list[Path]:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("render", overrides=["render=fast", "progress=false", "device=cpu", f"out_dir={tmp_path}",
-                                           *overrides])
-    return run(cfg)
-
-
-def _frames(path: Path) -> list[np.ndarray]:
-    reader = imageio.get_reader(path, format="FFMPEG")
-    try:
-        return list(reader.iter_data())
-    finally:
-        reader.close()
+    return render(compose("render", ["render=fast", "progress=false", "device=cpu", f"out_dir={tmp_path}",
+                                     *overrides]))
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -51,7 +40,7 @@ def test_cli_writes_grid_and_orbit(tmp_path):
     assert result.returncode == 0, result.stderr
     grid = imageio.imread(tmp_path / "grid.png")
     assert grid.shape == (2 * TILE, 3 * TILE, 3) and grid.dtype == np.uint8
-    frames = _frames(tmp_path / "orbit.mp4")
+    frames = video_frames(tmp_path / "orbit.mp4")
     assert len(frames) == 3 and frames[0].shape == (TILE, TILE, 3)
     assert f"wrote {tmp_path / 'grid.png'}" in result.stdout and f"wrote {tmp_path / 'orbit.mp4'}" in result.stdout
     assert "grid: 100%" in result.stderr and "orbit: 100%" in result.stderr  # progress bars
@@ -79,7 +68,7 @@ def test_image_modes(tmp_path, mode, size):
     written = _render(tmp_path, f"render.image_mode={mode}", "render.orbit.frames=2")
     grid = imageio.imread(tmp_path / "grid.png")
     assert written == [tmp_path / "grid.png", tmp_path / "orbit.mp4"]
-    assert grid.shape == (size, size, 3) and len(_frames(tmp_path / "orbit.mp4")) == 2
+    assert grid.shape == (size, size, 3) and len(video_frames(tmp_path / "orbit.mp4")) == 2
     if mode == "image_depth":  # grey, min-max scaled: spans the whole range
         assert (grid[..., 0] == grid[..., 1]).all() and (grid[..., 0] == grid[..., 2]).all()
         assert grid.min() == 0 and grid.max() == 255
@@ -118,39 +107,8 @@ def test_invalid_options_are_value_errors(tmp_path):
 ])
 def test_cli_errors_are_one_line(tmp_path, overrides, message):
     result = _cli(tmp_path, *overrides)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message), \
         result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "grid.png").exists()
-
-
-# ---- eg3d.video ------------------------------------------------------------------------------------------------
-
-def test_to_uint8_and_tile():
-    images = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(4, 1, 1, 1).expand(4, 3, 2, 3)
-    out = to_uint8(images)
-    assert out.shape == (4, 2, 3, 3) and out.dtype == np.uint8
-    assert out[:, 0, 0, 0].tolist() == [0, 128, 255, 255]  # EG3D: x * 127.5 + 128, clamped, truncated
-    assert np.array_equal(to_uint8(images[:, :1]), out)  # one channel (depth) becomes grey RGB
-    grid = tile(out, ncols=3)  # 4 images on a 3-wide grid: 2 rows, last 2 cells black
-    assert grid.shape == (4, 9, 3)
-    assert grid[0, 3, 0] == 128 and grid[2, 0, 0] == 255 and (grid[2:, 3:] == 0).all()
-    with pytest.raises(ValueError, match="expected images of shape"):
-        to_uint8(torch.zeros(1, 2, 4, 4))
-
-
-def test_write_mp4_pads_odd_sizes_and_is_atomic(tmp_path):
-    frames = [np.full((5, 7, 3), 40 * i, np.uint8) for i in range(3)]
-    path = write_mp4(iter(frames), tmp_path / "v.mp4", fps=5)
-    decoded = _frames(path)
-    assert len(decoded) == 3 and decoded[0].shape == (6, 8, 3)
-    assert np.allclose([f.mean() for f in decoded], [0, 40, 80], atol=2)  # H.264 is lossy; order and levels hold
-
-    with pytest.raises(ValueError, match="same shape"):
-        write_mp4([frames[0], np.zeros((6, 7, 3), np.uint8)], tmp_path / "bad.mp4")
-    with pytest.raises(ValueError, match="at least one frame"):
-        write_mp4([], tmp_path / "empty.mp4")
-    with pytest.raises(ValueError, match="uint8 image"):
-        save_png(np.zeros((4, 4, 3), np.float32), tmp_path / "x.png")
-    assert sorted(os.listdir(tmp_path)) == ["v.mp4"]

@@ -6,12 +6,20 @@ import json
 import pytest
 import torch
 
-import eg3d.checkpoint
-from eg3d.checkpoint import CheckpointError
-from scd.checkpoint import DEFAULT_SAMPLING, load_scd, save_scd
+import texface.checkpoint
+from scd.checkpoint import save_scd
+from scd.pipeline import SCDPipeline
+from scd.sampling import DEFAULT_SAMPLING
+from texface.errors import CheckpointError
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
 from scd.text import TextEncoder
+
+
+def load(path, **kwargs) -> SCDPipeline:
+    """The checkpoint at ``path`` as a pipeline without a generator (denoiser, diffusion, text encoder, config)."""
+    return SCDPipeline.from_pretrained(path, generator=None, device="cpu", **kwargs)
+
 
 TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2}
 DIFFUSION = {"timesteps": 100, "loss_type": "l2"}
@@ -49,7 +57,7 @@ def test_round_trip(tmp_path, parts):
     assert config["extra"] == {"global_step": 12}
 
     for use_ema, source in ((True, ema), (False, denoiser)):
-        bundle = load_scd(path, use_ema=use_ema)
+        bundle = load(path, use_ema=use_ema)
         assert not bundle.denoiser.training and bundle.denoiser.null_text_set
         for key, value in source.state_dict().items():
             assert torch.equal(bundle.denoiser.state_dict()[key], value), key
@@ -64,7 +72,7 @@ def test_round_trip(tmp_path, parts):
 def test_without_ema_and_text_encoder(tmp_path, parts):
     denoiser, _, _ = parts
     save_scd(tmp_path / "c", denoiser=denoiser, diffusion_config={})
-    bundle = load_scd(tmp_path / "c")   # use_ema=True falls back to the raw weights
+    bundle = load(tmp_path / "c")   # use_ema=True falls back to the raw weights
     assert bundle.text_encoder is None and bundle.config["has_ema"] is False
     assert torch.equal(bundle.denoiser.null_text, denoiser.null_text)
     assert bundle.diffusion.config == GaussianDiffusion().config
@@ -73,7 +81,7 @@ def test_without_ema_and_text_encoder(tmp_path, parts):
 def test_writes_are_atomic(tmp_path, parts, monkeypatch):
     denoiser, ema, text_encoder = parts
     path = tmp_path / "ckpt"
-    real_save = eg3d.checkpoint.save_file
+    real_save = texface.checkpoint.save_file
     calls = []
 
     def failing_save(state, filename):
@@ -82,20 +90,20 @@ def test_writes_are_atomic(tmp_path, parts, monkeypatch):
             raise OSError("disk full")
         real_save(state, filename)
 
-    monkeypatch.setattr(eg3d.checkpoint, "save_file", failing_save)
+    monkeypatch.setattr(texface.checkpoint, "save_file", failing_save)
     with pytest.raises(OSError, match="disk full"):
         save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config={}, text_encoder=text_encoder)
     assert list(tmp_path.iterdir()) == []
 
     # A failed overwrite leaves the previous checkpoint intact.
-    monkeypatch.setattr(eg3d.checkpoint, "save_file", real_save)
+    monkeypatch.setattr(texface.checkpoint, "save_file", real_save)
     save_scd(path, denoiser=denoiser, diffusion_config={})
-    monkeypatch.setattr(eg3d.checkpoint, "save_file", failing_save)
+    monkeypatch.setattr(texface.checkpoint, "save_file", failing_save)
     calls.clear()
     with pytest.raises(OSError):
         save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config={})
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
-    assert load_scd(path).config["has_ema"] is False
+    assert load(path).config["has_ema"] is False
 
 
 def test_save_refuses_bad_input(tmp_path, parts):
@@ -124,7 +132,7 @@ def test_save_refuses_bad_input(tmp_path, parts):
 def test_load_errors_are_readable(tmp_path, parts):
     denoiser, _, _ = parts
     with pytest.raises(CheckpointError, match="not found"):
-        load_scd(tmp_path / "missing")
+        load(tmp_path / "missing")
     path = tmp_path / "c"
     save_scd(path, denoiser=denoiser, diffusion_config={})
     config = json.loads((path / "config.json").read_text())
@@ -134,20 +142,20 @@ def test_load_errors_are_readable(tmp_path, parts):
 
     rewrite(format="texface-eg3d")
     with pytest.raises(CheckpointError, match="not an SCD checkpoint"):
-        load_scd(path)
+        load(path)
     rewrite(version=99)
     with pytest.raises(CheckpointError, match="version"):
-        load_scd(path)
+        load(path)
     rewrite(denoiser={**config["denoiser"], "depth": 3})
-    with pytest.raises(CheckpointError, match=r"does not fit.*Missing key"):
-        load_scd(path)
+    with pytest.raises(CheckpointError, match=r"(?i)does not fit.*missing key"):
+        load(path)
     rewrite(denoiser={**config["denoiser"], "width": 3})
     with pytest.raises(CheckpointError, match="invalid model settings"):
-        load_scd(path)
+        load(path)
     rewrite(has_ema=True)
     with pytest.raises(CheckpointError, match="no ema.safetensors"):
-        load_scd(path)
-    assert load_scd(path, use_ema=False).config["has_ema"] is True
+        load(path)
+    assert load(path, use_ema=False).config["has_ema"] is True
     rewrite(text_encoder={"kind": "open_clip", "config": {}})
     with pytest.raises(CheckpointError, match="text encoder"):
-        load_scd(path)
+        load(path)

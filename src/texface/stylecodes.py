@@ -1,5 +1,8 @@
 """Style-code datasets: the on-disk format (data/README.md), its validating loader and a torch Dataset.
 
+The format sits on the ground floor because two stages share it: inversion writes style-code datasets and the SCD
+trains on them.
+
 A dataset is a directory::
 
     codes.safetensors   codes (N, 14, 512) f32, expressions (N, 50) f32, optional cameras (N, 25) f32,
@@ -24,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from eg3d.atomic import atomic_directory
+from texface.atomic import atomic_directory
+from texface.errors import DataFormatError
 
 N_TOKENS, CODE_DIM, EXP_DIM, CAMERA_DIM = 14, 512, 50, 25
 CODES_FILE, CAPTIONS_FILE, META_FILE = "codes.safetensors", "captions.jsonl", "meta.json"
@@ -32,10 +36,6 @@ REQUIRED_TENSORS = ("codes", "expressions")
 OPTIONAL_TENSORS = ("cameras", "has_exp")
 _TAIL_SHAPES = {"codes": (N_TOKENS, CODE_DIM), "expressions": (EXP_DIM,), "cameras": (CAMERA_DIM,), "has_exp": ()}
 _FORMAT_HINT = "see data/README.md for the style-code dataset format"
-
-
-class DataFormatError(ValueError):
-    """A style-code dataset (directory or in-memory StyleCodeSet) breaks the format."""
 
 
 def _shape_text(tail: tuple[int, ...]) -> str:
