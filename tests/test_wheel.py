@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def installed(tmp_path_factory) -> Path:
     """The python of a fresh venv holding the texface wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(root / "dist"), str(ROOT)], check=True, capture_output=True, timeout=600)
     wheel = next((root / "dist").glob("texface-*.whl"))
     venv.create(root / "env", with_pip=True)
