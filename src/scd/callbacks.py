@@ -64,6 +64,7 @@ class ExportSCD(L.Callback):
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.dirpath = Path(dirpath)
         self.dtype, self.ema_only = dtype, bool(ema_only)
+        self.written = False  # whether this process has written the export
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -73,6 +74,7 @@ class ExportSCD(L.Callback):
         if world is not None:  # lets evaluation rebuild the same synthetic world
             extra["world"] = world.config
         export_scd(pl_module, self.dirpath, extra=extra, dtype=self.dtype, ema_only=self.ema_only)
+        self.written = True
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.export(trainer, pl_module)
