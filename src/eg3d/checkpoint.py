@@ -32,15 +32,22 @@ W_AVG_SAMPLES = 1000
 log = logging.getLogger(__name__)
 
 
-def save_generator(G, path: str | os.PathLike) -> Path:
-    """Write generator ``G`` (its ``init_kwargs``, ``neural_rendering_resolution`` and state dict) to ``path``."""
+def save_generator(G, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+    """Write generator ``G`` (its ``init_kwargs``, ``neural_rendering_resolution`` and state dict) to ``path``.
+
+    ``dtype`` (e.g. torch.float16) stores the floating-point tensors in that type (loading casts them back to the
+    generator's float32); None keeps them as they are.
+    """
     config = {
         "format": GENERATOR_FORMAT,
         "format_version": GENERATOR_FORMAT_VERSION,
         "init_kwargs": G.init_kwargs,
         "neural_rendering_resolution": int(G.neural_rendering_resolution),
     }
-    return write_checkpoint(path, config, {GENERATOR_TENSORS: G.state_dict()})
+    state = G.state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return write_checkpoint(path, config, {GENERATOR_TENSORS: state})
 
 
 def load_generator(path: str | os.PathLike, map_location="cpu"):

@@ -2,8 +2,8 @@
 
 The networks are plain PyTorch (scd.denoiser, scd.diffusion, scd.text); this module only wires them for
 training: condition dropout for classifier-free guidance, an EMA copy of the denoiser, AdamW with warmup +
-cosine decay (torch's schedulers), and validation (a fixed-noise loss, plus sampled-code metrics when the data
-come from the synthetic world).
+cosine decay (``texface.training.warmup_cosine``), and validation (a fixed-noise loss, plus sampled-code metrics
+when the data come from the synthetic world).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from scd.denoiser import StyleCodeDenoiser
@@ -68,30 +68,6 @@ class EMA(nn.Module):
         for ema_buf, buf in zip(self.model.buffers(), model.buffers()):
             ema_buf.copy_(buf)
         self.num_updates += 1
-
-
-def warmup_cosine(optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0,
-                  final_lr_ratio: float = 0.0) -> LRScheduler:
-    """Linear warmup from lr/warmup_steps to lr over ``warmup_steps``, then cosine decay to lr*final_lr_ratio at
-    ``total_steps``: torch's LinearLR then CosineAnnealingLR.
-
-    Args:
-        total_steps: optimizer steps of the whole run (the module passes the trainer's estimate).
-        warmup_steps: steps of linear warmup; 0 starts at the full rate. The first step already trains at
-            lr/warmup_steps (a warmup from 0 would waste it).
-        final_lr_ratio: the rate at ``total_steps`` as a fraction of the peak rate (of the first parameter
-            group), in [0, 1].
-    """
-    if warmup_steps < 0 or total_steps < 1:
-        raise ConfigError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}")
-    if not 0.0 <= final_lr_ratio <= 1.0:
-        raise ConfigError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
-    peak = optimizer.param_groups[0]["lr"]
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=peak * final_lr_ratio)
-    if warmup_steps <= 1:  # a one-step warmup is the full rate from the start
-        return cosine
-    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
-    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
 class SCDModule(L.LightningModule):

@@ -3,15 +3,23 @@
 A training config names a ``data`` DataModule, a ``model`` LightningModule, ``callbacks`` and ``logger`` groups
 (each entry with a ``_target_``) and a ``trainer``; :func:`fit` builds them, trains, and returns the last logged
 metrics. ``scd.train`` (and the face world's and the inversion's trainings) are thin commands over it.
+:func:`warmup_cosine` is the learning-rate schedule they share; :class:`Export` keeps a module's own checkpoint
+format up to date during a run.
 """
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from pathlib import Path
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
 from texface.config import instantiate
+from texface.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +33,6 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 def fit(cfg: DictConfig) -> tuple[dict[str, float], list]:
     """Fit the model described by ``cfg``; return (the last logged metrics as floats, the callbacks)."""
-    import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     print(OmegaConf.to_yaml(cfg, resolve=True), flush=True)  # the resolved config, before any expensive work
@@ -49,3 +56,47 @@ def fit(cfg: DictConfig) -> tuple[dict[str, float], list]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return metrics, callbacks
+
+
+def warmup_cosine(optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0,
+                  final_lr_ratio: float = 0.0) -> LRScheduler:
+    """Linear warmup from lr/warmup_steps to lr over ``warmup_steps``, then cosine decay to lr*final_lr_ratio at
+    ``total_steps``: torch's LinearLR then CosineAnnealingLR.
+
+    Args:
+        total_steps: optimizer steps of the whole run (the module passes the trainer's estimate).
+        warmup_steps: steps of linear warmup; 0 starts at the full rate. The first step already trains at
+            lr/warmup_steps (a warmup from 0 would waste it).
+        final_lr_ratio: the rate at ``total_steps`` as a fraction of the peak rate (of the first parameter
+            group), in [0, 1].
+    """
+    if warmup_steps < 0 or total_steps < 1:
+        raise ConfigError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}")
+    if not 0.0 <= final_lr_ratio <= 1.0:
+        raise ConfigError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+    peak = optimizer.param_groups[0]["lr"]
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=peak * final_lr_ratio)
+    if warmup_steps <= 1:  # a one-step warmup is the full rate from the start
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
+
+class Export(L.Callback):
+    """Keeps ``dirpath`` an up-to-date export of the LightningModule in its own checkpoint format: calls
+    ``pl_module.export(dirpath, **options)`` whenever Lightning saves a checkpoint and when training ends, on rank
+    zero only. ``written`` says whether this process wrote it."""
+
+    def __init__(self, *, dirpath: str | os.PathLike, **options):
+        self.dirpath, self.options, self.written = Path(dirpath), options, False
+
+    def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            pl_module.export(self.dirpath, **self.options)
+            self.written = True
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.export(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.export(trainer, pl_module)

@@ -1,11 +1,11 @@
-"""scd.module: the EMA, the warmup + cosine schedule, condition dropout and the training loss of SCDModule."""
+"""scd.module: the EMA, condition dropout and the training loss of SCDModule."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from scd.denoiser import StyleCodeDenoiser
-from scd.module import EMA, warmup_cosine
+from scd.module import EMA
 from scd.text import TextEncoder
 from scd_training import TINY_TEXT, batch_of, tiny_module
 
@@ -42,24 +42,6 @@ def test_ema_warmup_and_mode():
     assert not parent["ema"].model.training  # the average never runs dropout
     with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
-
-
-def test_warmup_cosine_schedule():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
-    sched = warmup_cosine(opt, total_steps=110, warmup_steps=10, final_lr_ratio=0.1)
-    lrs = []
-    for _ in range(111):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(2.0 * 1 / 10)
-    assert lrs[9] == pytest.approx(2.0)
-    assert lrs[10] == pytest.approx(2.0)                        # cosine starts at the peak
-    assert lrs[60] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))     # half way: cos(pi/2) = 0
-    assert lrs[110] == pytest.approx(2.0 * 0.1)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    with pytest.raises(ValueError):
-        warmup_cosine(opt, total_steps=10, final_lr_ratio=1.5)
 
 
 @pytest.mark.parametrize(("text_p", "exp_p"), [(0.5, 0.5), (0.0, 1.0), (1.0, 0.25)])

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
 
-from scd.text import EOT_TOKEN, SOT_TOKEN, ClipTokenizer, TextEncoder, default_tokenizer
+from scd.text import TextEncoder
+from texface.tokenizer import EOT_TOKEN, SOT_TOKEN, ClipTokenizer, default_tokenizer
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
 
