@@ -34,12 +34,21 @@ def targets(node, key: str = "") -> list[tuple[str, str]]:
 
 
 def test_experiments_exist():
-    assert {"text_cond", "text_only", "demo"} <= set(EXPERIMENTS)
+    assert {"text_cond", "text_only", "demo", "world_clip", "world_classifier", "world_identity"} <= set(EXPERIMENTS)
+
+
+def test_fit_composes_the_world_generator():
+    cfg = compose("fit", ["paths.output_dir=/tmp/texface-test-run"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.model.generator.z_dim == 82 and cfg.data._target_ == "faceworld.views.FaceWorldViews"
+    assert cfg.callbacks.model_checkpoint.every_n_train_steps == 500
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_resolves_and_targets_import(experiment):
-    cfg = compose_train(f"experiment={experiment}")
+    # Face-world experiments belong to `python -m faceworld.fit` (conf/fit.yaml), the others to scd.train.
+    primary = "fit" if experiment.startswith("world_") else "train"
+    cfg = compose(primary, ["paths.output_dir=/tmp/texface-test-run", f"experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.task_name == experiment
     for key, target in targets(cfg):
