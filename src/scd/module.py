@@ -22,6 +22,7 @@ from scd.diffusion import GaussianDiffusion
 from scd.pipeline import SCDPipeline
 from scd.text import TextEncoder
 from texface.errors import ConfigError
+from texface.training import optimizer_config
 
 
 class EMA(nn.Module):
@@ -166,12 +167,8 @@ class SCDModule(L.LightningModule):
             self.ema.update(self.denoiser)
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(params=self.denoiser.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = self.scheduler_factory(optimizer, total_steps=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_config(self.denoiser.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                self.trainer)
 
     # ---- validation ----------------------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:

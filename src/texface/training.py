@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -100,3 +101,13 @@ class Export(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.export(trainer, pl_module)
+
+
+def optimizer_config(params, optimizer: Callable, scheduler: Callable | None, trainer: L.Trainer) -> dict:
+    """What ``configure_optimizers`` returns for factories from the config: ``optimizer(params=...)`` and, unless
+    None, ``scheduler(optimizer, total_steps=<the trainer's estimate>)`` stepped every optimizer step."""
+    built = optimizer(params=params)
+    if scheduler is None:
+        return {"optimizer": built}
+    total = max(1, int(trainer.estimated_stepping_batches))
+    return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler(built, total_steps=total), "interval": "step"}}

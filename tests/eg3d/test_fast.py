@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import eg3d_reference as parity
-from eg3d.camera import orbit_labels
 from eg3d.checkpoint import build_generator
 from eg3d.fast import FastGenerator, FastRenderer, accelerate, precision_mode, sample_from_planes_gather
 from eg3d.renderer import sample_from_planes
@@ -39,15 +38,6 @@ REDUCED_PRECISION_BOUNDS = {  # precision: (min PSNR of image, min PSNR of image
 def psnr(actual: torch.Tensor, expected: torch.Tensor) -> float:
     mse = (actual.double() - expected.double()).square().mean().item()
     return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
-
-
-@pytest.fixture(scope="module")
-def small():
-    """The tiny preset at a 16^2 render: fast on a CPU."""
-    G = build_generator(preset="tiny", seed=0, neural_rendering_resolution=16)
-    ws = G.mapping(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)), orbit_labels(2),
-                   truncation_psi=0.7)
-    return G, ws, orbit_labels(3)
 
 
 # ------------------------------------------------------------------------------------------------- plane reuse

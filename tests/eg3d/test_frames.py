@@ -7,20 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from eg3d.camera import orbit_labels
-from eg3d.checkpoint import build_generator
 from eg3d.frames import FrameRenderer, display, grid_columns, more_depth_samples, morph_codes, slerp
 from helpers import video_frames
 from texface.media import tile
-
-
-@pytest.fixture(scope="module")
-def small():
-    """The tiny preset at a 16^2 render: fast on a CPU."""
-    G = build_generator(preset="tiny", seed=0, neural_rendering_resolution=16)
-    ws = G.mapping(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)), orbit_labels(2),
-                   truncation_psi=0.7)
-    return G, ws, orbit_labels(3)
 
 
 def test_orbit_with_reused_planes_equals_per_frame_renders(small):
