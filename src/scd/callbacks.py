@@ -1,7 +1,7 @@
-"""Training callbacks of the SCD: export of our checkpoint format, and rendered samples of fixed prompts."""
+"""Training callbacks of the SCD: rendered samples of fixed prompts (the export is ``SCDModule.export``, kept up to
+date by ``texface.training.Export``)."""
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -13,76 +13,9 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from eg3d.checkpoint import generator_from_config
 from eg3d.frames import FrameRenderer
-from scd.checkpoint import save_scd
-from scd.text import TextEncoder
 from texface.media import save_png, tile
 
 log = logging.getLogger(__name__)
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def export_scd(pl_module: L.LightningModule, path: str | os.PathLike, *, extra: Mapping | None = None,
-               dtype: str = "float32", ema_only: bool = False) -> Path:
-    """Write a training module's denoiser (raw + EMA), diffusion and text encoder as an SCD checkpoint.
-
-    Args:
-        dtype: storage type of the weights ('float32', 'float16', 'bfloat16'); loading casts them back to
-            float32, so a half-precision export only halves the size (and rounds the weights).
-        ema_only: store the EMA weights alone, as the checkpoint's only denoiser (half the size again).
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    denoiser, ema = pl_module.denoiser, pl_module.ema.model if pl_module.ema is not None else None
-    if ema_only and ema is not None:
-        denoiser, ema = ema, None
-    text_encoder = pl_module.text_encoder
-    if DTYPES[dtype] != torch.float32:  # cast copies; the training module keeps its float32 weights
-        denoiser = copy.deepcopy(denoiser).to(DTYPES[dtype])
-        ema = copy.deepcopy(ema).to(DTYPES[dtype]) if ema is not None else None
-        # Rebuilt from its weights rather than deep-copied, so its (possibly large) feature cache is not copied.
-        text_encoder = TextEncoder.from_state(text_encoder.config, text_encoder.state_dict()).to(DTYPES[dtype])
-    save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config=pl_module.diffusion.config,
-             text_encoder=text_encoder, extra={**(extra or {}), "dtype": dtype, "ema_only": bool(ema_only)})
-    return Path(path)
-
-
-class ExportSCD(L.Callback):
-    """Keeps ``dirpath`` an up-to-date SCD checkpoint (scd.checkpoint format) of the run.
-
-    It is rewritten (atomically) whenever Lightning saves a checkpoint and once more when training ends, so
-    ``python -m scd.generate ckpt=<dirpath>`` works during and after training with nothing else.
-
-    Args:
-        dirpath: the export directory.
-        dtype, ema_only: see ``export_scd`` (the shipped demo checkpoint: float16, EMA weights only).
-    """
-
-    def __init__(self, *, dirpath: str | os.PathLike, dtype: str = "float32", ema_only: bool = False):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        self.dirpath = Path(dirpath)
-        self.dtype, self.ema_only = dtype, bool(ema_only)
-        self.written = False  # whether this process has written the export
-
-    def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
-        world = getattr(trainer.datamodule, "world", None) if trainer.datamodule is not None else None
-        if world is not None:  # lets evaluation rebuild the same synthetic world
-            extra["world"] = world.config
-        export_scd(pl_module, self.dirpath, extra=extra, dtype=self.dtype, ema_only=self.ema_only)
-        self.written = True
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.export(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.export(trainer, pl_module)
-        if trainer.is_global_zero:
-            log.info("SCD checkpoint: %s  (python -m scd.generate ckpt=%s)", self.dirpath, self.dirpath)
 
 
 class SampleImages(L.Callback):

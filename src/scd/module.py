@@ -8,7 +8,9 @@ when the data come from the synthetic world).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,12 +19,16 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from scd.checkpoint import save_scd
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
 from scd.pipeline import SCDPipeline
 from scd.text import TextEncoder
 from texface.errors import ConfigError
 from texface.training import optimizer_config
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class EMA(nn.Module):
@@ -138,6 +144,36 @@ class SCDModule(L.LightningModule):
         pipeline = SCDPipeline(denoiser=self.inference_denoiser if use_ema else self.denoiser,
                                diffusion=self.diffusion, text_encoder=self.text_encoder)
         return pipeline.sample(captions, exp, num_samples=num_samples, **sampling)
+
+    def export(self, path: str | os.PathLike, *, dtype: str = "float32", ema_only: bool = False) -> Path:
+        """Write the denoiser (raw + EMA), diffusion and text encoder as an SCD checkpoint, with the epoch, the
+        step and (when the data come from it) the synthetic world in its ``extra``, so that evaluation can rebuild
+        the world.
+
+        Args:
+            dtype: storage type of the weights ('float32', 'float16', 'bfloat16'); loading casts them back to
+                float32, so a half-precision export only halves the size (and rounds the weights).
+            ema_only: store the EMA weights alone, as the checkpoint's only denoiser (half the size again).
+        """
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        extra = {"epoch": self.trainer.current_epoch, "global_step": self.trainer.global_step}
+        world = getattr(self.trainer.datamodule, "world", None) if self.trainer.datamodule is not None else None
+        if world is not None:
+            extra["world"] = world.config
+        denoiser, ema = self.denoiser, self.ema.model if self.ema is not None else None
+        if ema_only and ema is not None:
+            denoiser, ema = ema, None
+        text_encoder = self.text_encoder
+        if DTYPES[dtype] != torch.float32:  # cast copies; the training module keeps its float32 weights
+            denoiser = copy.deepcopy(denoiser).to(DTYPES[dtype])
+            ema = copy.deepcopy(ema).to(DTYPES[dtype]) if ema is not None else None
+            # Rebuilt from its weights rather than deep-copied, so its (possibly large) feature cache is not
+            # copied.
+            text_encoder = TextEncoder.from_state(text_encoder.config, text_encoder.state_dict()).to(DTYPES[dtype])
+        save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config=self.diffusion.config,
+                 text_encoder=text_encoder, extra={**extra, "dtype": dtype, "ema_only": bool(ema_only)})
+        return Path(path)
 
     # ---- training ------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

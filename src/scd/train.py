@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from scd.callbacks import ExportSCD
 from texface.cli import hydra_command
-from texface.training import fit
+from texface.training import Export, fit
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the SCD described by ``cfg`` and return the last logged metrics as floats."""
     metrics, callbacks = fit(cfg)
     for callback in callbacks:
-        if isinstance(callback, ExportSCD) and callback.written:
+        if isinstance(callback, Export) and callback.written:
             print(f"SCD checkpoint: {callback.dirpath}\n  generate with: python -m scd.generate "
                   f"ckpt={callback.dirpath}", flush=True)
     return metrics

@@ -78,7 +78,7 @@ def run_task(task: Callable[[Any], Any], cfg) -> Any:
     from texface.provenance import Provenance, resolved_config
 
     start = time.perf_counter()
-    record = Provenance(HydraConfig.get().runtime.output_dir, cfg) if HydraConfig.initialized() else None
+    record = Provenance(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     code, status = 0, "ok"
     try:
         if "device" in cfg:

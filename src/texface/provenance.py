@@ -57,7 +57,7 @@ def resolved_config(cfg: DictConfig) -> dict:
 class Provenance:
     """The record of one run; :meth:`write` (re)writes ``run_dir/provenance.json`` atomically."""
 
-    def __init__(self, run_dir: str | os.PathLike, cfg: DictConfig | None = None):
+    def __init__(self, run_dir: str | os.PathLike):
         import torch  # only for its version; imported here so that the module stays light
 
         self.path = Path(run_dir) / PROVENANCE_FILE
@@ -71,7 +71,7 @@ class Provenance:
             "torch": torch.__version__,
             "host": platform.node(),
             "status": "running",
-            "config": None if cfg is None else resolved_config(cfg),
+            "config": None,  # written once the command has resolved it (texface.cli.run_task)
         }
 
     def write(self, **updates) -> Path:
