@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from faceworld.latents import EXPRESSION_SLICE, params_from_latents
+from faceworld.latents import EXPRESSION_SLICE
 from faceworld.world import FaceWorld
 from texface.captions import ATTRIBUTES
 from texface.options import check_int
@@ -100,6 +100,6 @@ class FaceWorldImages(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         latent, cameras = batch["latent"], batch["cameras"]        # (B, V, K), (B, V, 25)
         b, v = latent.shape[:2]
-        params = params_from_latents(latent.flatten(0, 1), expression_std=self.world.expression_std)
+        params = self.world.params(latent.flatten(0, 1))
         image = self.world.render(params, cameras.flatten(0, 1), self.resolution, device=latent.device)["image"]
         return {**batch, "image": image.unflatten(0, (b, v))}

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset
 from eg3d.camera import split_labels
 from eg3d.renderer import RaySampler
 from faceworld.heads import field
-from faceworld.latents import params_from_latents
 from faceworld.render import BACKGROUND
 from faceworld.world import FaceWorld
 from texface.errors import ConfigError
@@ -124,7 +123,7 @@ class FaceWorldViews(L.LightningDataModule):
         latents = self.train_latents().to(device)
         n, k = len(latents), self.cached_views
         cameras = self.world.sample_cameras(n * k, seed=VAL_CAMERA_SEED - 1).to(device)  # (N*K, 25)
-        params = params_from_latents(latents, expression_std=self.world.expression_std)
+        params = self.world.params(latents)
         outs = []
         for start in range(0, n * k, 4096):
             index = torch.arange(start, min(start + 4096, n * k), device=device) // k
@@ -155,7 +154,7 @@ class FaceWorldViews(L.LightningDataModule):
         """
         device = latents.device
         b, v = cameras.shape[:2]
-        params = params_from_latents(latents, expression_std=self.world.expression_std)
+        params = self.world.params(latents)
         flat_params = params.index(torch.arange(b, device=device).repeat_interleave(v))
         out = self.world.render(flat_params, cameras.reshape(b * v, 25), self.resolution, device=device)
         image, mask, depth = (out[k].reshape(b, v, *out[k].shape[1:]) for k in ("image", "mask", "depth"))
@@ -175,7 +174,7 @@ class FaceWorldViews(L.LightningDataModule):
         if self.field_points:
             batch["points"] = self.field_points_of(cameras, depth, mask, index)
             if params is None:
-                params = params_from_latents(latents, expression_std=self.world.expression_std)
+                params = self.world.params(latents)
             sigma, rgb = field(params, batch["points"], beta=self.world.beta)
             batch["sigma"], batch["rgb"] = sigma, rgb
         return batch

@@ -21,7 +21,8 @@ import torch
 
 from faceworld.cameras import PITCH_CLIP, PITCH_STD, YAW_CLIP, YAW_STD, labels_at, sample_poses
 from faceworld.heads import BETA
-from faceworld.latents import EXPRESSION_SLICE, IDENTITY_SLICE, LATENT_DIM, check_latents, levels_from_latents
+from faceworld.latents import (EXPRESSION_SLICE, IDENTITY_SLICE, LATENT_DIM, check_latents, levels_from_latents,
+                               params_from_latents)
 from faceworld.params import HeadParams, make_params
 from faceworld.render import render
 from texface.captions import ATTRIBUTES, caption_lists
@@ -129,6 +130,10 @@ class FaceWorld:
     def sample_cameras(self, n: int, seed: int = 0) -> torch.Tensor:
         """n camera labels (n, 25) with the world's spread (:meth:`sample_poses`)."""
         return labels_at(*self.sample_poses(n, seed))
+
+    def params(self, latents: torch.Tensor) -> HeadParams:
+        """HeadParams of head latents (n, LATENT_DIM) with this world's expression scale, on their device."""
+        return params_from_latents(latents, expression_std=self.expression_std)
 
     def render(self, heads: Heads | HeadParams, cameras: torch.Tensor, resolution: int = 128, *,
                device: str | torch.device = "cpu", **kwargs) -> dict[str, torch.Tensor]:
