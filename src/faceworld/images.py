@@ -49,7 +49,7 @@ class LabelledViews(Dataset):
             latent[:, EXPRESSION_SLICE] = torch.randn(self.views, EXPRESSION_SLICE.stop - EXPRESSION_SLICE.start,
                                                       generator=generator)
         captions = self.heads.captions[h]
-        return {"latent": latent, "cameras": self.world.sample_cameras(self.views, seed=item_seed),
+        return {"latent": latent, "cameras": self.world.sample_cameras(self.views, seed=item_seed), "index": i,
                 "levels": torch.stack([self.heads.levels[a][h] for a in ATTRIBUTES]), "head": h,
                 "caption": random.Random(item_seed).choice(captions) if captions else ""}
 
@@ -66,11 +66,15 @@ class FaceWorldImages(L.LightningDataModule):
         batch_size: items per batch; steps_per_epoch: training batches per epoch.
         val_items: validation items.
         num_workers: DataLoader workers.
+        cache_renders: keep every rendered item (on the training device, float16) and reuse it in later epochs:
+            an item is the same in every epoch, so only the first epoch renders (for CPU training, where the
+            renderer is the bottleneck).
     """
 
     def __init__(self, *, world: FaceWorld, train_heads: int = 20000, val_heads: int = 500, views: int = 1,
                  vary_expression: bool = True, resolution: int = 64, batch_size: int = 128,
-                 steps_per_epoch: int = 200, val_items: int = 1000, num_workers: int = 0):
+                 steps_per_epoch: int = 200, val_items: int = 1000, num_workers: int = 0,
+                 cache_renders: bool = False):
         super().__init__()
         self.world = world
         self.train_heads, self.val_heads = check_int("train_heads", train_heads, 1), check_int("val_heads", val_heads, 1)
@@ -81,6 +85,8 @@ class FaceWorldImages(L.LightningDataModule):
         self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
         self.val_items = check_int("val_items", val_items, 1)
         self.num_workers = check_int("num_workers", num_workers, 0)
+        self.cache_renders = bool(cache_renders)
+        self.renders: dict[tuple[bool, int], torch.Tensor] = {}   # (training, item index) -> (V, 3, R, R)
 
     def dataset(self, split: str) -> LabelledViews:
         n_heads = self.train_heads if split == "train" else self.val_heads
@@ -98,8 +104,17 @@ class FaceWorldImages(L.LightningDataModule):
 
     @torch.no_grad()
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        latent, cameras = batch["latent"], batch["cameras"]        # (B, V, K), (B, V, 25)
+        keys = [(self.trainer is None or self.trainer.training, int(i)) for i in batch["index"]]
+        if self.cache_renders and all(key in self.renders for key in keys):
+            return {**batch, "image": torch.stack([self.renders[key] for key in keys]).float()}
+        image = self.render(batch["latent"], batch["cameras"])
+        if self.cache_renders:
+            self.renders.update(zip(keys, image.half()))
+        return {**batch, "image": image}
+
+    def render(self, latent: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+        """Images (B, V, 3, R, R) of head latents (B, V, K) from cameras (B, V, 25)."""
         b, v = latent.shape[:2]
         params = self.world.params(latent.flatten(0, 1))
         image = self.world.render(params, cameras.flatten(0, 1), self.resolution, device=latent.device)["image"]
-        return {**batch, "image": image.unflatten(0, (b, v))}
+        return image.unflatten(0, (b, v))

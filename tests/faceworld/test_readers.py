@@ -35,6 +35,16 @@ def test_labelled_views(batch):
     assert 0 < same < other
 
 
+def test_cached_renders_are_reused():
+    data = FaceWorldImages(world=FaceWorld(0), train_heads=3, val_heads=2, resolution=16, batch_size=3,
+                           steps_per_epoch=1, val_items=2, cache_renders=True)
+    first = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    data.render = None  # a second epoch must not render again
+    again = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    assert torch.allclose(again["image"], first["image"], atol=1e-2)  # float16 storage
+    assert len(data.renders) == 3
+
+
 def few_steps(module, batch, steps: int = 5) -> list[float]:
     optimizer = torch.optim.Adam(module.parameters(), lr=2e-3)
     losses = []
