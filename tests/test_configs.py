@@ -34,7 +34,7 @@ def targets(node, key: str = "") -> list[tuple[str, str]]:
 
 
 def test_experiments_exist():
-    assert {"text_cond", "text_only", "demo", "world_clip", "world_classifier", "world_identity"} <= set(EXPERIMENTS)
+    assert {"text_cond", "text_only", "demo", "faceworld_demo", "world_clip", "world_classifier", "world_identity"} <= set(EXPERIMENTS)
 
 
 def test_fit_composes_the_world_generator():

@@ -83,13 +83,19 @@ def load_generator(path: str | os.PathLike, map_location="cpu"):
     return G.to(map_location).eval()
 
 
+# Generators with trained weights shipped in the package (each folder has a MODEL_CARD.md): preset names that load
+# weights instead of drawing random ones.
+SHIPPED_GENERATORS = {"world": Path(__file__).resolve().parent / "assets" / "world"}
+
+
 def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tiny", seed: int = 0,
                     neural_rendering_resolution: int | None = None):
     """The generator every entry point uses: loaded from ``ckpt``, or seeded random weights of a preset.
 
     Args:
         ckpt: anything :func:`load_generator` accepts; None builds ``preset`` with random weights.
-        preset: name in :mod:`eg3d.presets` (``tiny`` | ``ffhq512``); only used when ``ckpt`` is None.
+        preset: name in :mod:`eg3d.presets` (``tiny`` | ``ffhq512``: random weights), or ``world`` (the shipped
+            face-world generator, SHIPPED_GENERATORS: trained weights); only used when ``ckpt`` is None.
         seed: seed of the random weights (the same seed gives the same generator; the global RNG is untouched).
         neural_rendering_resolution: overrides the resolution of the volume render (e.g. 64 for a fast preview).
 
@@ -99,6 +105,8 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
     to zero and tracks this mean during training), so truncation pulls towards the centre of this generator's W
     space as it does for a trained one.
     """
+    if ckpt is None and preset in SHIPPED_GENERATORS:
+        ckpt = SHIPPED_GENERATORS[preset]
     if ckpt is not None:
         G = load_generator(ckpt)
     else:

@@ -27,6 +27,15 @@ from texface.tokenizer import CONTEXT_LENGTH, EOT_TOKEN, SOT_TOKEN, default_toke
 from texface.training import optimizer_config
 
 
+SHIPPED_CLIP = Path(__file__).resolve().parent / "assets" / "world_clip"   # with its MODEL_CARD.md
+
+
+def shipped_clip_dir() -> Path:
+    """The world CLIP shipped in the package (a ``save_pretrained`` folder), for configs:
+    ``path: {_target_: faceworld.clip.shipped_clip_dir}``."""
+    return SHIPPED_CLIP
+
+
 def world_clip(*, text_width: int = 64, text_layers: int = 2, text_heads: int = 4, image_size: int = 64,
                patch_size: int = 8, vision_width: int = 128, vision_layers: int = 4, vision_heads: int = 4,
                projection_dim: int = 64, seed: int = 0) -> CLIPModel:

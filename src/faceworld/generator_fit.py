@@ -79,23 +79,10 @@ class GeneratorFit(L.LightningModule):
     def on_fit_end(self) -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_tf32
 
-    def codes(self, latents: Tensor) -> Tensor:
-        """Style codes (B, num_ws, w_dim) of head latents (B, LATENT_DIM)."""
-        c = torch.zeros(len(latents), self.generator.c_dim, device=latents.device)  # the mapping ignores it
-        return self.generator.mapping(latents, c)
-
-    def render(self, latents: Tensor, cameras: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """Generator outputs for heads (B, K) from their views (B, V, 25), as (B*V, ...), with the planes and ws."""
-        b, v = cameras.shape[:2]
-        ws = self.codes(latents)
-        planes = self.generator.planes(ws, noise_mode="const")
-        out = self.generator.render_planes(planes.repeat_interleave(v, 0), ws.repeat_interleave(v, 0),
-                                           cameras.reshape(b * v, 25))
-        return out, planes, ws
-
     def losses(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The loss terms of a batch (see the module docstring) and the generator outputs."""
-        out, planes, _ = self.render(batch["latent"], batch["cameras"])
+        out = render_views(self.generator, batch["latent"], batch["cameras"])
+        planes = out["planes"]
         flat = (lambda x: x.flatten(0, 1))
         mask = flat(batch["raw_mask"])
         terms = {
@@ -154,6 +141,24 @@ class GeneratorFit(L.LightningModule):
     def configure_optimizers(self) -> dict:
         return optimizer_config(self.generator.parameters(), self.optimizer_factory, self.scheduler_factory,
                                 self.trainer)
+
+
+def head_codes(generator: TriPlaneGenerator, latents: Tensor) -> Tensor:
+    """Style codes (B, num_ws, w_dim) of head latents (B, LATENT_DIM)."""
+    c = torch.zeros(len(latents), generator.c_dim, device=latents.device)  # the world's mapping ignores it
+    return generator.mapping(latents, c)
+
+
+def render_views(generator: TriPlaneGenerator, latents: Tensor, cameras: Tensor, *,
+                 deterministic: bool = False) -> dict[str, Tensor]:
+    """Generator outputs for heads (B, K) from their views (B, V, 25), as (B*V, ...); ``planes`` (B, ...) are
+    computed once per head."""
+    b, v = cameras.shape[:2]
+    ws = head_codes(generator, latents)
+    planes = generator.planes(ws, noise_mode="const")
+    out = generator.render_planes(planes.repeat_interleave(v, 0), ws.repeat_interleave(v, 0),
+                                  cameras.reshape(b * v, 25), deterministic=deterministic)
+    return {**out, "planes": planes}
 
 
 @torch.no_grad()

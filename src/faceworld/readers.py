@@ -22,6 +22,10 @@ from texface.captions import ATTRIBUTES, NUM_LEVELS
 from texface.checkpoint import load_state_strict, read_config, read_tensors, write_checkpoint
 from texface.errors import CheckpointError
 
+# The readers shipped in the package (each folder has a MODEL_CARD.md): load_reader(SHIPPED_READERS[kind]).
+SHIPPED_READERS = {kind: Path(__file__).resolve().parent / "assets" / folder
+                   for kind, folder in (("attribute_classifier", "attribute_classifier"), ("identity_encoder", "identity"))}
+
 READER_FORMAT = "texface.faceworld.reader"
 READER_VERSION = 1
 

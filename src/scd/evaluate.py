@@ -17,6 +17,7 @@ from scd.pipeline import SCDPipeline
 from scd.synthetic import AttributeWorld
 from texface.atomic import write_text
 from texface.cli import hydra_command
+from texface.config import instantiate
 from texface.errors import ConfigError
 
 
@@ -30,7 +31,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if world_config is None:
         raise ConfigError(f"{cfg.ckpt} does not record a synthetic world (it was not trained on one); pass "
                           f"world={{seed: ...}} to name the world to evaluate on")
-    world = AttributeWorld(**OmegaConf.to_container(OmegaConf.create(world_config), resolve=True))
+    world_config = OmegaConf.to_container(OmegaConf.create(world_config), resolve=True)
+    # A world records how to rebuild it: a _target_ (the face world's codes), or AttributeWorld's arguments.
+    world = instantiate(world_config) if "_target_" in world_config else AttributeWorld(**world_config)
     eval_set, reference = evaluation_sets(world, cfg.num_samples, cfg.sample_seed)
     true_row = world.metrics(eval_set.codes, eval_set.first_captions(), eval_set.expressions, reference)
     rows = guidance_sweep(pipeline, world, eval_set, reference, cond_scales=list(cfg.cond_scales), steps=cfg.steps,

@@ -12,6 +12,7 @@ import pytest
 
 from eg3d.checkpoint import build_generator, save_generator
 from eg3d.render import render
+from faceworld.render import BACKGROUND
 from helpers import ROOT, video_frames
 from texface.config import compose
 from texface.errors import CheckpointError
@@ -19,15 +20,20 @@ from texface.errors import CheckpointError
 TILE = 128  # the tiny preset's image size; its neural render is 64
 
 
+def _tiny(overrides) -> list[str]:
+    """The mechanics are tested on the tiny random generator (fast); the default (world) one has its own test."""
+    return list(overrides) if any(o.startswith("generator=") for o in overrides) else ["generator=tiny", *overrides]
+
+
 def _cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "eg3d.render", f"hydra.run.dir={tmp_path}", *overrides],
+    return subprocess.run([sys.executable, "-m", "eg3d.render", f"hydra.run.dir={tmp_path}", *_tiny(overrides)],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
 
 
 def _render(tmp_path: Path, *overrides: str) -> list[Path]:
     return render(compose("render", ["render=fast", "progress=false", "device=cpu", f"out_dir={tmp_path}",
-                                     *overrides]))
+                                     *_tiny(overrides)]))
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,6 +88,18 @@ def test_ckpt_shortcut_loads_our_checkpoint(tmp_path):
     _render(tmp_path / "c", "render.orbit.seeds=[]")  # seed 0: another generator
     a, b, c = (imageio.imread(tmp_path / x / "grid.png") for x in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_default_generator_shows_world_heads(tmp_path):
+    # No generator named: the shipped face-world generator; a head in the middle, the world's background around.
+    render(compose("render", ["render=fast", "progress=false", "device=cpu", f"out_dir={tmp_path}",
+                              "render.seeds=[0,1]", "render.views=[[0,0]]", "render.orbit.seeds=[]"]))
+    grid = imageio.imread(tmp_path / "grid.png").astype(np.float64) / 255
+    background = np.array(BACKGROUND)  # stored as is in [0, 1]
+    for row in (grid[:TILE], grid[TILE:]):
+        assert np.abs(row[:8, :8] - background).max() < 0.06, row[:8, :8].mean((0, 1))
+        assert np.abs(row[56:72, 56:72] - background).mean() > 0.15  # a face, not background
+    assert np.abs(grid[:TILE] - grid[TILE:]).mean() > 0.01  # two seeds, two heads
 
 
 def test_invalid_options_are_value_errors(tmp_path):
