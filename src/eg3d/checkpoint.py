@@ -124,9 +124,9 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
 
 
 def default_generator() -> TriPlaneGenerator:
-    """The generator every command renders with when none is named (``conf/generator/tiny.yaml``): the small
-    fixture preset with seeded random weights."""
-    return build_generator(preset="tiny", seed=0)
+    """The generator every command renders with when none is named (``conf/generator/world.yaml``): the shipped
+    face-world generator."""
+    return build_generator(preset="world")
 
 
 def generator_from_config(node) -> TriPlaneGenerator:

@@ -3,7 +3,8 @@
 :class:`WorldCodes` is the face world's counterpart of :class:`scd.synthetic.AttributeWorld` (the same interface:
 ``sample``, ``metrics``, ``config``): the code of head ``z`` is the world generator's ``mapping(z)`` (W+, every row
 the same w), its captions and attribute levels are the head's, and its expression condition is the head's 50-d
-expression code. Sampled codes are rendered by that generator (:mod:`faceworld.quality` judges the renders).
+expression code. Sampled codes are rendered by that generator; :meth:`WorldCodes.render_metrics` scores the renders
+with the attribute classifier.
 
 Codes are read back by a **probe**: ridge regression (float64, closed form) from the code to the head latent,
 fitted on ``probe_heads`` heads of their own sample seed; levels then follow from the read latent exactly as the
@@ -20,6 +21,7 @@ import torch
 from eg3d.checkpoint import build_generator
 from faceworld.generator_fit import head_codes
 from faceworld.latents import EXPRESSION_SLICE, levels_from_latents
+from faceworld.readers import SHIPPED_READERS, load_reader
 from faceworld.world import FaceWorld
 from texface.captions import ATTRIBUTES, NUM_LEVELS
 from texface.errors import ConfigError
@@ -29,6 +31,7 @@ from texface.stylecodes import StyleCodeSet
 
 PROBE_SEED = 10 ** 6 + 7   # sample seed of the probe's heads (training and validation use small seeds)
 RIDGE = 1e-3
+RENDER_CAMERA_SEED = 424242  # the cameras render_metrics draws
 FEATURE_DIMS = 64           # principal directions of the codes that the Frechet distance compares
 
 
@@ -136,6 +139,27 @@ class WorldCodes:
         metrics["attr_acc_presence/chance"] = presence.chance_mean
         metrics["exp_error"] = self.expression_error(codes, exp)
         metrics["fd"] = self.frechet_distance(codes, reference)
+        return metrics
+
+    @torch.no_grad()
+    def render_metrics(self, codes: torch.Tensor, captions: Sequence[str], *, classifier: torch.nn.Module | None = None,
+                       camera_seed: int = RENDER_CAMERA_SEED, batch_size: int = 8) -> dict[str, float]:
+        """Attribute accuracy of the codes' renders: the generator renders each code from a world camera (seeded,
+        the same cameras for every call), the attribute classifier (default: the shipped one) reads the levels.
+        Keys: render_attr_acc/mean (degree), /chance, /<attribute>, render_attr_acc_presence/mean."""
+        classifier = load_reader(SHIPPED_READERS["attribute_classifier"]) if classifier is None else classifier
+        codes = torch.as_tensor(codes).float()
+        device = next(self.generator.parameters()).device
+        cameras = self.world.sample_cameras(len(codes), seed=camera_seed)
+        levels = []
+        for start in range(0, len(codes), batch_size):
+            ws, c = codes[start:start + batch_size].to(device), cameras[start:start + batch_size].to(device)
+            image = self.generator.synthesis(ws, c, noise_mode="const", deterministic=True)["image"]
+            read = classifier.to(device).levels(image)
+            levels.append(torch.stack([read[a] for a in ATTRIBUTES], -1).cpu())
+        read = dict(zip(ATTRIBUTES, torch.cat(levels).unbind(-1)))
+        metrics = attribute_accuracy(read, captions).as_dict("render_attr_acc")
+        metrics["render_attr_acc_presence/mean"] = attribute_accuracy(read, captions, mode="presence").mean
         return metrics
 
     def probe_scores(self, n: int = 2048, seed: int = PROBE_SEED + 1) -> dict[str, float]:

@@ -19,6 +19,7 @@ from texface.atomic import write_text
 from texface.cli import hydra_command
 from texface.config import instantiate
 from texface.errors import ConfigError
+from texface.options import check_int
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -35,9 +36,17 @@ def evaluate(cfg: DictConfig) -> dict:
     # A world records how to rebuild it: a _target_ (the face world's codes), or AttributeWorld's arguments.
     world = instantiate(world_config) if "_target_" in world_config else AttributeWorld(**world_config)
     eval_set, reference = evaluation_sets(world, cfg.num_samples, cfg.sample_seed)
+    render_samples = check_int("render_samples", cfg.render_samples, 0)
+    if render_samples and not hasattr(world, "render_metrics"):
+        raise ConfigError("render_samples needs a world that renders its codes (the face world); this checkpoint "
+                          "was trained on the synthetic attribute world: set render_samples=0")
     true_row = world.metrics(eval_set.codes, eval_set.first_captions(), eval_set.expressions, reference)
+    if render_samples:
+        true_row.update(world.render_metrics(eval_set.codes[:render_samples],
+                                             eval_set.first_captions()[:render_samples]))
     rows = guidance_sweep(pipeline, world, eval_set, reference, cond_scales=list(cfg.cond_scales), steps=cfg.steps,
-                          seed=cfg.seed, use_exp=cfg.use_exp, exp_scale=cfg.exp_scale, batch_size=cfg.batch_size)
+                          seed=cfg.seed, use_exp=cfg.use_exp, exp_scale=cfg.exp_scale, batch_size=cfg.batch_size,
+                          render_samples=render_samples)
     results = {"ckpt": str(cfg.ckpt), "true_codes": true_row, "sweep": rows,
                "settings": OmegaConf.to_container(cfg, resolve=True)}
     table = format_table(rows, true_row)

@@ -27,7 +27,7 @@ def evaluation_sets(world: AttributeWorld, num_samples: int, sample_seed: int) -
 
 def guidance_sweep(pipeline: SCDPipeline, world: AttributeWorld, eval_set: StyleCodeSet, reference: torch.Tensor,
                    *, cond_scales: Sequence[float], steps: int = 50, seed: int = 0, use_exp: bool = True,
-                   exp_scale: float | None = None, batch_size: int = 256) -> list[dict]:
+                   exp_scale: float | None = None, batch_size: int = 256, render_samples: int = 0) -> list[dict]:
     """One row of world metrics per guidance scale (plus ``cond_scale``), from the same initial noise.
 
     Args:
@@ -39,6 +39,8 @@ def guidance_sweep(pipeline: SCDPipeline, world: AttributeWorld, eval_set: Style
             With ``exp_scale`` they are the text scales, and the expression keeps ``exp_scale`` throughout.
         steps, seed: DDIM steps and noise seed.
         batch_size: codes per sampling call.
+        render_samples: also score the renders of the first ``render_samples`` codes of every row (worlds with a
+            ``render_metrics`` method: the face world's attribute classifier on the generator's renders).
     """
     captions, exp = eval_set.first_captions(), eval_set.expressions
     fixed = {} if exp_scale is None else {"exp_scale": float(exp_scale)}   # the expression's own scale
@@ -51,8 +53,10 @@ def guidance_sweep(pipeline: SCDPipeline, world: AttributeWorld, eval_set: Style
             codes.append(pipeline.sample(captions[start:stop], exp[start:stop] if use_exp else None,
                                          num_samples=stop - start, steps=steps, seed=seed + start,
                                          **guidance).cpu())
-        row = {"cond_scale": float(scale), **fixed,
-               **world.metrics(torch.cat(codes), captions, exp, reference)}
+        codes = torch.cat(codes)
+        row = {"cond_scale": float(scale), **fixed, **world.metrics(codes, captions, exp, reference)}
+        if render_samples:
+            row.update(world.render_metrics(codes[:render_samples], captions[:render_samples]))
         log.info("scale %g: attribute accuracy %.3f", scale, row["attr_acc/mean"])
         rows.append(row)
     return rows
@@ -72,4 +76,13 @@ def format_table(rows: list[dict], true_row: dict) -> str:
                  f"sampled, text scale {row['cond_scale']:g}, expression scale {row['exp_scale']:g}")
         text += line.format(label, row["attr_acc/mean"],
                             row["attr_acc_presence/mean"], row["exp_error"], row["fd"])
+    if "render_attr_acc/mean" in true_row:
+        text += ("\nRenders of the codes, levels read by the attribute classifier:\n\n| codes | attribute acc. "
+                 "(degree) | attribute acc. (presence) |\n|---|---|---|\n")
+        render_line = "| {} | {:.3f} | {:.3f} |\n"
+        text += render_line.format("true held-out codes", true_row["render_attr_acc/mean"],
+                                   true_row["render_attr_acc_presence/mean"])
+        for row in rows:
+            text += render_line.format(f"sampled, scale {row['cond_scale']:g}", row["render_attr_acc/mean"],
+                                       row["render_attr_acc_presence/mean"])
     return text

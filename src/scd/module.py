@@ -23,6 +23,7 @@ from scd.checkpoint import save_scd
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
 from scd.pipeline import SCDPipeline
+from scd.sampling import SAMPLING_KEYS, check_sampling
 from scd.text import TextEncoder
 from texface.errors import ConfigError
 from texface.training import optimizer_config
@@ -95,13 +96,16 @@ class SCDModule(L.LightningModule):
             text-only model. Samples without an expression (``has_exp`` false) always use the null token.
         val_sampling: ``{num_samples, steps, cond_scale}`` for the sampled-code metrics computed at the end of each
             validation epoch when the datamodule has a synthetic ``world``; None turns them off.
+        sampling: generation defaults of this model (keys of ``scd.sampling.SAMPLING_KEYS``, e.g. ``{clamp:
+            false}`` for codes outside [-1, 1]), used by validation and stored in the export; the rest stay the
+            paper's (``DEFAULT_SAMPLING``).
     """
 
     def __init__(self, *, denoiser: StyleCodeDenoiser, diffusion: GaussianDiffusion,
                  text_encoder: TextEncoder, optimizer: Callable[..., Optimizer],
                  scheduler: Callable[..., LRScheduler] | None = None,
                  ema: Callable[[nn.Module], EMA] | None = None, text_drop_prob: float = 0.5,
-                 exp_drop_prob: float = 0.5, val_sampling: dict | None = None):
+                 exp_drop_prob: float = 0.5, val_sampling: dict | None = None, sampling: dict | None = None):
         super().__init__()
         for name, p in (("text_drop_prob", text_drop_prob), ("exp_drop_prob", exp_drop_prob)):
             if not 0.0 <= p <= 1.0:
@@ -121,6 +125,10 @@ class SCDModule(L.LightningModule):
         self.text_drop_prob = float(text_drop_prob)
         self.exp_drop_prob = float(exp_drop_prob)
         self.val_sampling = dict(val_sampling) if val_sampling else None
+        unknown = set(sampling or {}) - set(SAMPLING_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown sampling keys {sorted(unknown)}; choose from {', '.join(SAMPLING_KEYS)}")
+        self.sampling = {k: v for k, v in check_sampling(dict(sampling or {})).items() if v is not None}
 
     # ---- pieces shared by training, validation, callbacks and evaluation -----------------------------------
     @property
@@ -143,7 +151,7 @@ class SCDModule(L.LightningModule):
         """
         pipeline = SCDPipeline(denoiser=self.inference_denoiser if use_ema else self.denoiser,
                                diffusion=self.diffusion, text_encoder=self.text_encoder)
-        return pipeline.sample(captions, exp, num_samples=num_samples, **sampling)
+        return pipeline.sample(captions, exp, num_samples=num_samples, **{**self.sampling, **sampling})
 
     def export(self, path: str | os.PathLike, *, dtype: str = "float32", ema_only: bool = False) -> Path:
         """Write the denoiser (raw + EMA), diffusion and text encoder as an SCD checkpoint, with the epoch, the
@@ -172,7 +180,7 @@ class SCDModule(L.LightningModule):
             # copied.
             text_encoder = TextEncoder.from_state(text_encoder.config, text_encoder.state_dict()).to(DTYPES[dtype])
         save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config=self.diffusion.config,
-                 text_encoder=text_encoder, extra={**extra, "dtype": dtype, "ema_only": bool(ema_only)})
+                 text_encoder=text_encoder, sampling=self.sampling, extra={**extra, "dtype": dtype, "ema_only": bool(ema_only)})
         return Path(path)
 
     # ---- training ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
+from transformers.utils import logging as hf_logging
 
 from texface.tokenizer import CONTEXT_LENGTH, EOT_TOKEN, SOT_TOKEN, ClipTokenizer, caption_list, default_tokenizer
 
@@ -167,11 +168,15 @@ class TextEncoder(nn.Module):
             raise ValueError(f"{config_file} is not a valid JSON config: {e}") from None
         if model_type not in ("clip", "clip_text_model"):
             raise ValueError(f"{path} holds a {model_type!r} model, not a CLIP text model ({hint})")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a full CLIPModel's vision keys are expected; the checks below report
         try:
             model, info = CLIPTextModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                         output_loading_info=True)
         except (OSError, ValueError) as e:
             raise ValueError(f"could not load a CLIP text model from {path}: {e} ({hint})") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
         missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
         if missing or info["mismatched_keys"]:
             raise ValueError(f"{path} does not hold a complete CLIP text tower: missing {_names(missing)}; "

@@ -60,3 +60,13 @@ def test_config_rebuilds_the_world(world, data):
     assert torch.equal(rebuilt.sample(300, seed=3).codes, data.codes)
     with pytest.raises(ConfigError, match="probe_heads must be at least 1024"):
         WorldCodes(0, probe_heads=10)
+
+
+def test_render_metrics_read_the_renders(world, data):
+    keep, captions = first_captions(data)
+    keep = [i for i, c in zip(keep, captions) if "gender" in parse(c)][:16]
+    captions = [data.captions[i][0] for i in keep]
+    true = world.render_metrics(data.codes[keep], captions)
+    other = world.render_metrics(data.codes[keep].flip(0), captions)   # renders of other heads
+    assert true["render_attr_acc/mean"] > true["render_attr_acc/chance"] + 0.1, true
+    assert true["render_attr_acc/mean"] > other["render_attr_acc/mean"] + 0.1, (true, other)

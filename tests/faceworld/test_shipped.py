@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from eg3d.checkpoint import SHIPPED_GENERATORS, build_generator
+from faceworld.clip import SHIPPED_CLIP
 from faceworld.generator_fit import psnr, render_views
 from faceworld.measure import measure
 from faceworld.quality import generator_quality
@@ -35,9 +36,28 @@ def unseen(world):
 
 
 def test_every_shipped_model_has_a_card():
-    for folder in [*SHIPPED_GENERATORS.values(), *SHIPPED_READERS.values()]:
+    for folder in [*SHIPPED_GENERATORS.values(), *SHIPPED_READERS.values(), SHIPPED_CLIP]:
         card = (folder / "MODEL_CARD.md").read_text()
-        assert "python -m faceworld.fit" in card and "H200" in card, folder
+        assert "python -m faceworld.fit" in card and "## How good it is" in card and "FIGURES" not in card, folder
+
+
+def test_world_clip_matches_images_with_their_captions(world):
+    from transformers import CLIPModel
+
+    from faceworld.clip import clip_pixels
+    from texface.tokenizer import default_tokenizer
+
+    model = CLIPModel.from_pretrained(SHIPPED_CLIP).float().eval()
+    heads = world.sample(64, seed=UNSEEN)
+    keep = [i for i, c in enumerate(heads.captions) if c][:32]
+    images = world.render(heads.params(), world.sample_cameras(64, seed=UNSEEN), 64)["image"][keep]
+    captions = [heads.captions[i][0] for i in keep]
+    with torch.no_grad():
+        out = model(input_ids=default_tokenizer()(captions), pixel_values=clip_pixels(images, 64))
+    similarity = out.image_embeds @ out.text_embeds.T                 # (32, 32) image x caption
+    own = similarity.diag()
+    beaten = (similarity > own[:, None]).float().sum(1)              # captions scoring above the image's own
+    assert beaten.mean() < 0.2 * (len(keep) - 1), beaten             # chance: half of the others
 
 
 def test_attribute_classifier_reads_unseen_heads(unseen):

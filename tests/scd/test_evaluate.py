@@ -40,3 +40,10 @@ def test_exp_scale_guides_the_text_and_keeps_the_expression_at_its_scale(trained
     assert "text scale 3, expression scale 1" in (tmp_path / "eval_sep" / "results.md").read_text()
     with pytest.raises(ValueError, match="needs the expressions"):
         evaluate(OmegaConf.merge(eval_cfg, {"use_exp": False}))
+
+
+def test_render_samples_need_a_world_that_renders(trained, tmp_path):
+    run, _ = trained
+    with pytest.raises(ValueError, match="render_samples needs a world that renders its codes"):
+        evaluate(eval_config(run, tmp_path / "eval_r", "render_samples=4"))
+    assert not (tmp_path / "eval_r").exists()

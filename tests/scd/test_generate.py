@@ -26,14 +26,20 @@ from scd.text import TextEncoder
 from texface.config import compose
 from texface.errors import CheckpointError, ConfigError
 SIZE, RAW = 128, 32  # the tiny generator's image size, and the neural-render size the tests set (faster)
-TINY = ["steps=2", "num_samples=2", "progress=false", "device=cpu",
+TINY = ["generator=tiny", "steps=2", "num_samples=2", "progress=false", "device=cpu",
         f"++generator.neural_rendering_resolution={RAW}"]
 CAPTION_A, CAPTION_B = "This man has a beard.", "She is smiling and has bangs."
 TWO_CAPTIONS = f"captions=['{CAPTION_A}','{CAPTION_B}']"
 
 
+def tiny(overrides) -> list[str]:
+    """TINY + overrides; a named generator replaces the tiny one."""
+    named = any(o.startswith("generator=") for o in overrides)
+    return [o for o in TINY if not (named and o.startswith("generator="))] + list(overrides)
+
+
 def config(*overrides: str):
-    return compose("generate", [*TINY, *overrides])
+    return compose("generate", tiny(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +342,7 @@ def test_bad_requests_fail_before_writing(overrides, error, words, ckpt, tmp_pat
 
 def run_cli(*args: str, tmp: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
-    command = [sys.executable, "-m", "scd.generate", f"hydra.run.dir={tmp / 'run'}", *TINY, *args]
+    command = [sys.executable, "-m", "scd.generate", f"hydra.run.dir={tmp / 'run'}", *tiny(args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=env, timeout=300)
 
 

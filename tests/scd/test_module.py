@@ -1,6 +1,8 @@
 """scd.module: the EMA, condition dropout and the training loss of SCDModule."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -104,3 +106,21 @@ def test_null_text_is_the_encoders_empty_caption_and_encoder_stays_frozen():
     params = {id(p) for p in module.denoiser.parameters()}
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
     assert trainable == params
+
+
+def test_sampling_defaults_reach_validation_and_the_export(tmp_path, monkeypatch):
+    import scd.pipeline
+
+    with pytest.raises(ValueError, match="unknown sampling keys"):
+        tiny_module(sampling={"temperature": 2})
+    module = tiny_module(sampling={"clamp": False, "steps": 3})
+    assert module.sampling == {"clamp": False, "steps": 3}
+    seen = {}
+    monkeypatch.setattr(scd.pipeline.SCDPipeline, "sample", lambda self, c, e, **kw: seen.update(kw))
+    module.sample(["a man"], None, num_samples=1, steps=2)
+    assert seen["clamp"] is False and seen["steps"] == 2           # a call's own value wins
+    monkeypatch.undo()
+    module.trainer = SimpleNamespace(current_epoch=0, global_step=0, datamodule=None)
+    module.export(tmp_path / "export")
+    pipe = scd.pipeline.SCDPipeline.from_pretrained(tmp_path / "export", generator=None, device="cpu")
+    assert pipe.config["sampling"]["clamp"] is False and pipe.config["sampling"]["cond_scale"] == 7.0
