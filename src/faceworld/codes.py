@@ -25,8 +25,8 @@ from faceworld.readers import SHIPPED_READERS, load_reader
 from faceworld.world import FaceWorld
 from texface.captions import ATTRIBUTES, NUM_LEVELS
 from texface.errors import ConfigError
-from texface.metrics.attributes import AttributeScores, attribute_accuracy
-from texface.metrics.frechet import frechet_distance
+from texface.metrics.attributes import accuracy_metrics
+from texface.metrics.codes import CodeScores
 from texface.stylecodes import StyleCodeSet
 
 PROBE_SEED = 10 ** 6 + 7   # sample seed of the probe's heads (training and validation use small seeds)
@@ -35,7 +35,7 @@ RENDER_CAMERA_SEED = 424242  # the cameras render_metrics draws
 FEATURE_DIMS = 64           # principal directions of the codes that the Frechet distance compares
 
 
-class WorldCodes:
+class WorldCodes(CodeScores):
     """Codes, captions and expressions of face-world heads (see the module docstring).
 
     Args:
@@ -112,62 +112,34 @@ class WorldCodes:
         """(N, FEATURE_DIMS) float64: the codes on their principal directions (for the Frechet distance)."""
         return self._rows(codes) @ self._directions.T
 
-    # ---- metrics (the keys of scd.synthetic.AttributeWorld.metrics) ------------------------------------------
-    def attribute_accuracy(self, codes: torch.Tensor, captions: Sequence[str], *,
-                           mode: str = "degree") -> AttributeScores:
-        if len(captions) != len(codes):
-            raise ValueError(f"got {len(codes)} codes but {len(captions)} captions; pass one caption per code")
-        return attribute_accuracy(self.labels_of(codes), captions, mode=mode)
-
-    def expression_error(self, codes: torch.Tensor, exp: torch.Tensor) -> float:
-        """RMSE between ``exp`` (N, 50) and the expressions the probe reads from ``codes``."""
-        exp = torch.as_tensor(exp)
-        if tuple(exp.shape) != (len(codes), 50):
-            raise ValueError(f"exp must have shape ({len(codes)}, 50), got {tuple(exp.shape)}")
-        return float((self.recover_expression(codes) - exp.double().cpu()).pow(2).mean().sqrt())
-
-    def frechet_distance(self, codes_a: torch.Tensor, codes_b: torch.Tensor) -> float:
-        return frechet_distance(self.features(codes_a), self.features(codes_b))
-
-    def metrics(self, codes: torch.Tensor, captions: Sequence[str], exp: torch.Tensor,
-                reference: torch.Tensor) -> dict[str, float]:
-        """attr_acc/mean (degree), attr_acc/chance, attr_acc/<attribute>, attr_acc_presence/mean and /chance,
-        exp_error and fd (to the true ``reference`` codes), as :meth:`scd.synthetic.AttributeWorld.metrics`."""
-        metrics = self.attribute_accuracy(codes, captions).as_dict("attr_acc")
-        presence = self.attribute_accuracy(codes, captions, mode="presence")
-        metrics["attr_acc_presence/mean"] = presence.mean
-        metrics["attr_acc_presence/chance"] = presence.chance_mean
-        metrics["exp_error"] = self.expression_error(codes, exp)
-        metrics["fd"] = self.frechet_distance(codes, reference)
-        return metrics
-
+    # ---- scores: attribute_accuracy, expression_error, frechet_distance and metrics come from CodeScores ---------
     @torch.no_grad()
     def render_metrics(self, codes: torch.Tensor, captions: Sequence[str], *, classifier: torch.nn.Module | None = None,
                        camera_seed: int = RENDER_CAMERA_SEED, batch_size: int = 8) -> dict[str, float]:
         """Attribute accuracy of the codes' renders: the generator renders each code from a world camera (seeded,
         the same cameras for every call), the attribute classifier (default: the shipped one) reads the levels.
-        Keys: render_attr_acc/mean (degree), /chance, /<attribute>, render_attr_acc_presence/mean."""
-        classifier = load_reader(SHIPPED_READERS["attribute_classifier"]) if classifier is None else classifier
-        codes = torch.as_tensor(codes).float()
+        Keys: render_attr_acc/mean (degree), /chance, /<attribute>, render_attr_acc_presence/mean and /chance."""
         device = next(self.generator.parameters()).device
+        classifier = load_reader(SHIPPED_READERS["attribute_classifier"]) if classifier is None else classifier
+        classifier = classifier.to(device)
+        codes = torch.as_tensor(codes).float()
         cameras = self.world.sample_cameras(len(codes), seed=camera_seed)
         levels = []
         for start in range(0, len(codes), batch_size):
             ws, c = codes[start:start + batch_size].to(device), cameras[start:start + batch_size].to(device)
             image = self.generator.synthesis(ws, c, noise_mode="const", deterministic=True)["image"]
-            read = classifier.to(device).levels(image)
+            read = classifier.levels(image)
             levels.append(torch.stack([read[a] for a in ATTRIBUTES], -1).cpu())
-        read = dict(zip(ATTRIBUTES, torch.cat(levels).unbind(-1)))
-        metrics = attribute_accuracy(read, captions).as_dict("render_attr_acc")
-        metrics["render_attr_acc_presence/mean"] = attribute_accuracy(read, captions, mode="presence").mean
-        return metrics
+        return accuracy_metrics(dict(zip(ATTRIBUTES, torch.cat(levels).unbind(-1))), captions,
+                                prefix="render_attr_acc")
 
     def probe_scores(self, n: int = 2048, seed: int = PROBE_SEED + 1) -> dict[str, float]:
         """The probe on true codes of ``n`` other heads: exact level accuracy per attribute and expression RMSE."""
         latents = self.world.latents(n, seed=seed)
         truth = levels_from_latents(latents)
-        read = self.labels_of(self.codes_of(latents))
-        scores = {f"probe/{a}": float((read[a] == truth[a]).double().mean()) for a in ATTRIBUTES}
-        scores["probe/exp_rmse"] = float((self.recover_expression(self.codes_of(latents))
-                                          - latents[:, EXPRESSION_SLICE].double()).pow(2).mean().sqrt())
+        read = self.read_latents(self.codes_of(latents))
+        levels = levels_from_latents(read.float())
+        scores = {f"probe/{a}": float((levels[a] == truth[a]).double().mean()) for a in ATTRIBUTES}
+        scores["probe/exp_rmse"] = float((read[:, EXPRESSION_SLICE] - latents[:, EXPRESSION_SLICE].double())
+                                         .pow(2).mean().sqrt())
         return scores

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from eg3d.generator import TriPlaneGenerator
 from faceworld.generator_fit import psnr, render_views
+from faceworld.latents import levels_from_latents
 from faceworld.views import FaceWorldViews
 from faceworld.world import FaceWorld
 from texface.captions import ATTRIBUTES
@@ -48,7 +49,7 @@ def generator_quality(generator: TriPlaneGenerator, world: FaceWorld, classifier
         split = ["fitted_heads" if i < heads else "new_heads" for i in batch["index"].tolist()]
         splits = [s for s in split for _ in range(views)]                            # per image (B*V)
         values = psnr(out["image"], target)
-        levels = world.heads_from_latents(batch["latent"].cpu()).levels
+        levels = levels_from_latents(batch["latent"])
         truth = torch.stack([levels[a] for a in ATTRIBUTES], -1).to(device).repeat_interleave(views, 0)
         read = {}
         if classifier is not None:

@@ -23,8 +23,8 @@ from texface.checkpoint import load_state_strict, read_config, read_tensors, wri
 from texface.errors import CheckpointError
 
 # The readers shipped in the package (each folder has a MODEL_CARD.md): load_reader(SHIPPED_READERS[kind]).
-SHIPPED_READERS = {kind: Path(__file__).resolve().parent / "assets" / folder
-                   for kind, folder in (("attribute_classifier", "attribute_classifier"), ("identity_encoder", "identity"))}
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_READERS = {"attribute_classifier": ASSETS / "attribute_classifier", "identity_encoder": ASSETS / "identity"}
 
 READER_FORMAT = "texface.faceworld.reader"
 READER_VERSION = 1

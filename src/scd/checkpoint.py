@@ -21,7 +21,7 @@ import torch
 
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
-from scd.sampling import DEFAULT_SAMPLING, SAMPLING_KEYS
+from scd.sampling import DEFAULT_SAMPLING, check_sampling_keys
 from scd.text import TextEncoder
 from texface.checkpoint import load_state_strict, read_config, read_tensors, write_checkpoint
 from texface.errors import CheckpointError, one_line
@@ -65,9 +65,7 @@ def save_scd(path: str | os.PathLike, *, denoiser: StyleCodeDenoiser,
                              f"does not match the denoiser's text input ({denoiser.text_len}, "
                              f"{denoiser.text_dim})")
         text_config = {"kind": TEXT_ENCODER_KIND, "config": dict(text_encoder.config)}
-    unknown = set(sampling or {}) - set(SAMPLING_KEYS)
-    if unknown:
-        raise ValueError(f"unknown sampling keys {sorted(unknown)}; allowed: {sorted(SAMPLING_KEYS)}")
+    check_sampling_keys(sampling, "sampling keys")
     config = {
         "format": FORMAT,
         "version": VERSION,

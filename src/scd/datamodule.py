@@ -25,8 +25,9 @@ class StyleCodeDataModule(L.LightningDataModule):
             (``texface.stylecodes.train_val_split``) holds out ``val_fraction`` of it (at least one code) for
             validation.
         world: the synthetic ``AttributeWorld`` or the face world's ``faceworld.codes.WorldCodes``; ``train_size``
-            training and ``val_size`` validation codes are drawn from it with seeds ``sample_seed`` and ``sample_seed + 1``. The world is kept as
-            ``self.world`` so that validation can score sampled codes with its metrics.
+            training and ``val_size`` validation codes are drawn from it with seeds ``sample_seed`` and
+            ``sample_seed + 1``. The world is kept as ``self.world`` so that validation can score sampled codes
+            with its metrics.
         train_size, val_size, sample_seed: see ``world``.
         val_fraction, split_seed: see ``data_dir``.
         batch_size: codes per training batch (per device under DDP).

@@ -23,7 +23,7 @@ from scd.checkpoint import save_scd
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
 from scd.pipeline import SCDPipeline
-from scd.sampling import SAMPLING_KEYS, check_sampling
+from scd.sampling import check_sampling, check_sampling_keys
 from scd.text import TextEncoder
 from texface.errors import ConfigError
 from texface.training import optimizer_config
@@ -125,9 +125,7 @@ class SCDModule(L.LightningModule):
         self.text_drop_prob = float(text_drop_prob)
         self.exp_drop_prob = float(exp_drop_prob)
         self.val_sampling = dict(val_sampling) if val_sampling else None
-        unknown = set(sampling or {}) - set(SAMPLING_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown sampling keys {sorted(unknown)}; choose from {', '.join(SAMPLING_KEYS)}")
+        check_sampling_keys(sampling, "sampling keys")
         self.sampling = {k: v for k, v in check_sampling(dict(sampling or {})).items() if v is not None}
 
     # ---- pieces shared by training, validation, callbacks and evaluation -----------------------------------
@@ -180,7 +178,8 @@ class SCDModule(L.LightningModule):
             # copied.
             text_encoder = TextEncoder.from_state(text_encoder.config, text_encoder.state_dict()).to(DTYPES[dtype])
         save_scd(path, denoiser=denoiser, ema_denoiser=ema, diffusion_config=self.diffusion.config,
-                 text_encoder=text_encoder, sampling=self.sampling, extra={**extra, "dtype": dtype, "ema_only": bool(ema_only)})
+                 text_encoder=text_encoder, sampling=self.sampling,
+                 extra={**extra, "dtype": dtype, "ema_only": bool(ema_only)})
         return Path(path)
 
     # ---- training ------------------------------------------------------------------------------------------

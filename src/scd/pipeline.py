@@ -35,8 +35,8 @@ from eg3d.frames import FrameRenderer
 from scd.checkpoint import read_scd
 from scd.denoiser import StyleCodeDenoiser
 from scd.diffusion import GaussianDiffusion
-from scd.sampling import (DEFAULT_SAMPLING, SAMPLING_KEYS, check_sampling, initial_noise, prepare_captions,
-                          prepare_exp)
+from scd.sampling import (DEFAULT_SAMPLING, SAMPLING_KEYS, check_sampling, check_sampling_keys, initial_noise,
+                          prepare_captions, prepare_exp)
 from scd.text import TextEncoder
 from texface.device import resolve_device
 from texface.errors import CheckpointError, ConfigError
@@ -134,9 +134,7 @@ class SCDPipeline:
             stored = check_sampling(stored)
         except ConfigError as err:
             raise CheckpointError(f"the checkpoint's sampling defaults are invalid: {err}") from None
-        unknown = set(given) - set(SAMPLING_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown sampling options {sorted(unknown)}; allowed: {', '.join(SAMPLING_KEYS)}")
+        check_sampling_keys(given)
         given = check_sampling(given)
         if any(given[k] is not None for k in ("cond_scale", "text_scale", "exp_scale")):
             stored["text_scale"] = stored["exp_scale"] = None

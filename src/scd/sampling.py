@@ -37,6 +37,13 @@ def _clamp(value) -> tuple[float, float] | bool:
     return float(value[0]), float(value[1])
 
 
+def check_sampling_keys(values: dict | None, what: str = "sampling options") -> None:
+    """Raise ConfigError naming the keys of ``values`` that are not SAMPLING_KEYS."""
+    unknown = set(values or {}) - set(SAMPLING_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown {what} {sorted(unknown)}; allowed: {', '.join(SAMPLING_KEYS)}")
+
+
 def check_sampling(values: dict) -> dict:
     """Validate sampling options (keys of SAMPLING_KEYS); None (not given) stays None, clamp ``false`` (no
     clamp) becomes False."""

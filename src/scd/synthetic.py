@@ -41,12 +41,11 @@ import torch
 
 from texface.captions import ATTRIBUTES, NUM_LEVELS, caption_lists, sample_levels
 from texface.errors import ConfigError
-from texface.metrics.attributes import AttributeScores, attribute_accuracy
-from texface.metrics.frechet import frechet_distance
+from texface.metrics.codes import CodeScores
 from texface.stylecodes import CODE_DIM, EXP_DIM, N_TOKENS, StyleCodeSet
 
 
-class AttributeWorld:
+class AttributeWorld(CodeScores):
     """A seeded synthetic world of style codes, captions and expressions (see the module docstring).
 
     Args:
@@ -195,40 +194,7 @@ class AttributeWorld:
         return self._project(codes, self.basis)
 
     # ---- metrics ---------------------------------------------------------------------------------------------
-    def attribute_accuracy(self, codes: torch.Tensor, captions: Sequence[str], *,
-                           mode: str = "degree") -> AttributeScores:
-        """How often a code's levels (``labels_of``) agree with what its caption states
-        (:func:`texface.metrics.attributes.attribute_accuracy`; mode 'degree' or 'presence')."""
-        if len(captions) != len(codes):
-            raise ValueError(f"got {len(codes)} codes but {len(captions)} captions; pass one caption per code")
-        return attribute_accuracy(self.labels_of(codes), captions, mode=mode)
-
-    def expression_error(self, codes: torch.Tensor, exp: torch.Tensor) -> float:
-        """RMSE between ``exp`` (N, 50) and the expressions recovered from ``codes`` by least squares."""
-        exp = torch.as_tensor(exp)
-        if tuple(exp.shape) != (len(codes), EXP_DIM):
-            raise ValueError(f"exp must have shape ({len(codes)}, 50), got {tuple(exp.shape)}")
-        diff = self.recover_expression(codes) - exp.double().cpu()
-        return float(diff.pow(2).mean().sqrt())
-
     def expression_floor(self) -> float:
         """Expected ``expression_error`` of true (code, expression) pairs: noise_std * sqrt(tr((M^T M)^-1) / 50)."""
         gram = self.exp_mix.T @ self.exp_mix
         return self.noise_std * math.sqrt(float(torch.linalg.inv(gram).trace()) / EXP_DIM)
-
-    def frechet_distance(self, codes_a: torch.Tensor, codes_b: torch.Tensor) -> float:
-        """Frechet distance between Gaussian fits of two code sets, over the world's ``features``."""
-        return frechet_distance(self.features(codes_a), self.features(codes_b))
-
-    def metrics(self, codes: torch.Tensor, captions: Sequence[str], exp: torch.Tensor,
-                reference: torch.Tensor) -> dict[str, float]:
-        """Every score of codes (N, 14, 512) sampled for ``captions`` and expressions ``exp`` (N, 50):
-        attr_acc/mean (degree), attr_acc/chance, attr_acc/<attribute>, attr_acc_presence/mean and /chance,
-        exp_error and fd (Frechet distance to the true ``reference`` codes)."""
-        metrics = self.attribute_accuracy(codes, captions).as_dict("attr_acc")
-        presence = self.attribute_accuracy(codes, captions, mode="presence")
-        metrics["attr_acc_presence/mean"] = presence.mean
-        metrics["attr_acc_presence/chance"] = presence.chance_mean
-        metrics["exp_error"] = self.expression_error(codes, exp)
-        metrics["fd"] = self.frechet_distance(codes, reference)
-        return metrics

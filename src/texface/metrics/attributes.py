@@ -94,3 +94,15 @@ def attribute_accuracy(levels: dict[str, torch.Tensor], captions: Sequence[str],
     return AttributeScores(per_attribute=per, counts={a: counts[a] for a in stated},
                            chance={a: chance[a] for a in stated}, mean=sum(per.values()) / len(per),
                            chance_mean=sum(chance[a] for a in stated) / len(stated), mode=mode)
+
+
+def accuracy_metrics(levels: dict[str, torch.Tensor], captions: Sequence[str], *,
+                     prefix: str = "attr_acc") -> dict[str, float]:
+    """Degree and presence scores of read ``levels`` against ``captions``, flat for loggers: <prefix>/mean,
+    <prefix>/chance, <prefix>/<attribute> (degree), <prefix>_presence/mean and <prefix>_presence/chance."""
+    metrics = attribute_accuracy(levels, captions).as_dict(prefix)
+    presence = attribute_accuracy(levels, captions, mode="presence")
+    metrics[f"{prefix}_presence/mean"] = presence.mean
+    metrics[f"{prefix}_presence/chance"] = presence.chance_mean
+    return metrics
+
