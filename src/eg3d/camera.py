@@ -168,3 +168,25 @@ def orbit_labels(n_frames: int, *, yaw_center: float = math.pi / 2, pitch_center
     pitches = (pitch_center + pitch_range * torch.cos(angle)).float()
     cam2world = LookAtPoseSampler.sample(yaws, pitches, pivot, radius=radius, batch_size=n_frames)
     return camera_labels(cam2world, intrinsics_from_focal(focal))
+
+
+def rotate_about_pivot(c: torch.Tensor, yaw: float, pivot=FFHQ_PIVOT) -> torch.Tensor:
+    """Labels (B, 25) of cameras ``c`` moved rigidly by ``yaw`` radians about the vertical axis through ``pivot``:
+    a camera aimed at the pivot stays aimed at it, at the same distance; intrinsics are kept. Positive ``yaw``
+    moves a camera the way a larger LookAtPoseSampler yaw does (novel views of an inverted face)."""
+    cam2world, intrinsics = split_labels(c)
+    cos, sin = math.cos(yaw), math.sin(yaw)
+    rotation = torch.tensor([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]], dtype=c.dtype, device=c.device)
+    p = torch.as_tensor(pivot, dtype=c.dtype, device=c.device)
+    moved = cam2world.clone()
+    moved[:, :3, :3] = rotation @ cam2world[:, :3, :3]
+    moved[:, :3, 3] = (cam2world[:, :3, 3] - p) @ rotation.T + p
+    return camera_labels(moved, intrinsics)
+
+
+def mirror_labels(c: torch.Tensor) -> torch.Tensor:
+    """Labels (B, 25) of the cameras that see ``c``'s views mirrored left-right: S @ cam2world @ S with S = diag(-1,
+    1, 1, 1), i.e. the world and the camera x axes flipped (the entries [0,1..3] and [1..2,0] change sign)."""
+    cam2world, intrinsics = split_labels(c)
+    flip = torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=c.dtype, device=c.device)
+    return camera_labels(flip[:, None] * cam2world * flip[None, :], intrinsics)

@@ -105,10 +105,8 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
     to zero and tracks this mean during training), so truncation pulls towards the centre of this generator's W
     space as it does for a trained one.
     """
-    if ckpt is None and preset in SHIPPED_GENERATORS:
-        ckpt = SHIPPED_GENERATORS[preset]
-    if ckpt is not None:
-        G = load_generator(ckpt)
+    if ckpt is not None or preset in SHIPPED_GENERATORS:
+        G = load_generator(SHIPPED_GENERATORS[preset] if ckpt is None else ckpt)
     else:
         config = get_preset(preset)
         with torch.random.fork_rng(devices=[]):
@@ -120,6 +118,11 @@ def build_generator(*, ckpt: str | os.PathLike | None = None, preset: str = "tin
         if int(neural_rendering_resolution) <= 0:
             raise ConfigError(f"neural_rendering_resolution must be positive, got {neural_rendering_resolution}")
         G.neural_rendering_resolution = int(neural_rendering_resolution)
+    # How to build it again (plain data): models trained against this generator record it in their checkpoints.
+    G.build_config = {"_target_": "eg3d.checkpoint.build_generator", "ckpt": None if ckpt is None else str(ckpt),
+                      "preset": preset, "seed": int(seed),
+                      "neural_rendering_resolution": None if neural_rendering_resolution is None
+                      else int(neural_rendering_resolution)}
     return G.eval().requires_grad_(False)
 
 

@@ -40,6 +40,7 @@ PLANE_AXES = ((0, 1), (0, 2), (2, 0))
 RGB_PAD = 0.001  # the decoder's features span [-RGB_PAD, 1 + RGB_PAD] (MipNeRF's widened sigmoid)
 DENSITY_SHIFT = 1.0  # sigma = softplus(density - DENSITY_SHIFT)
 TRANSMITTANCE_EPS = 1e-10
+EMPTY_RAY = 1e-10  # weight sum below which a ray counts as empty (its depth is the far end)
 PDF_EPS = 1e-5
 PDF_SMOOTHING = 0.01
 
@@ -289,8 +290,12 @@ def march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, *
 
     composite = torch.sum(weights * colors_mid, -2)
     weights_sum = weights.sum(2)
-    depth = torch.sum(weights * depths_mid, -2) / weights_sum
-    depth = torch.nan_to_num(depth, nan=float("inf")).clamp(torch.min(depths), torch.max(depths))
+    # EG3D divides and maps the 0/0 of empty rays to the far end. The same values, but an empty ray's 0/0 (or a
+    # vanishing weight) would make the backward pass NaN even where the depth gets no gradient, so near-empty rays
+    # (weight sum <= EMPTY_RAY) take the far end directly.
+    filled = weights_sum > EMPTY_RAY
+    depth = torch.sum(weights * depths_mid, -2) / weights_sum.clamp_min(EMPTY_RAY)
+    depth = torch.where(filled, depth, torch.full_like(depth, float("inf"))).clamp(torch.min(depths), torch.max(depths))
     if white_back:
         composite = composite + 1 - weights_sum
     return composite * 2 - 1, depth, weights

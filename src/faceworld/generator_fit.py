@@ -32,8 +32,8 @@ from eg3d.checkpoint import save_generator
 from eg3d.generator import TriPlaneGenerator
 from faceworld.latents import LATENT_DIM
 from texface.errors import ConfigError
-from texface.training import optimizer_config
-from texface.media import save_png, tile, to_uint8
+from texface.training import log_image, optimizer_config
+from texface.media import tile, to_uint8
 
 LOSS_TERMS = ("image", "raw", "mask", "alpha", "colour")
 
@@ -126,10 +126,8 @@ class GeneratorFit(L.LightningModule):
         """A grid of targets (top row) and renders (bottom row), to the run folder and the loggers."""
         k = min(8, out["image"].shape[0])
         grid = tile(to_uint8(torch.cat([batch["image"].flatten(0, 1)[:k], out["image"][:k]]).float()), ncols=k)
-        save_png(grid, Path(self.trainer.default_root_dir) / "views" / f"step_{self.global_step:07d}.png")
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="val/views", images=[grid], step=self.global_step)
+        log_image(self.trainer, "val/views", grid,
+                  Path(self.trainer.default_root_dir) / "views" / f"step_{self.global_step:07d}.png")
 
     def export(self, path: str | os.PathLike, *, dtype: str = "float32") -> Path:
         """Write the generator (eval-ready, w_avg set to the mean code of random heads) as a checkpoint."""

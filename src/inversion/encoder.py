@@ -222,16 +222,18 @@ class RePoI(nn.Module):
     def render(self, generator: nn.Module, codes: Tensor, cam: Tensor, *, deterministic: bool = False
                ) -> dict[str, Tensor]:
         """The generator's render of ``codes`` at ``cam``: ``image`` pooled to the input size, its ``image_raw``
-        size ``render`` (the generator's own output) and ``depth`` (B, 1, R, R)."""
+        size ``render`` (the generator's own output), ``depth`` and ``opacity`` (B, 1, R, R)."""
         out = generator.synthesis(codes, cam, noise_mode="const", deterministic=deterministic)
-        return {"image": self.face_pool(out["image"]), "render": out["image"], "depth": out["image_depth"]}
+        return {"image": self.face_pool(out["image"]), "render": out["image"], "depth": out["image_depth"],
+                "opacity": out["weights_sum"]}
 
     def forward(self, x: Tensor, cam: Tensor, generator: nn.Module, *, deterministic: bool = False
                 ) -> dict[str, Tensor]:
         """Invert images ``x`` (B, 3, S, S) in [-1, 1] seen from cameras ``cam`` (B, 25) into W+ of ``generator``.
 
         Returns a dict: ``codes`` (B, 14, 512) the refined codes, ``codes_coarse``, the renders ``coarse`` and
-        ``refine`` (B, 3, S, S) and their ``coarse_depth``/``refine_depth`` (B, 1, R, R) at the input cameras.
+        ``refine`` (B, 3, S, S), their ``coarse_depth``/``refine_depth`` and the refined ``refine_opacity`` (B, 1,
+        R, R) at the input cameras.
         ``deterministic`` renders without random depth jitter (evaluation); training samples like EG3D.
         """
         codes_coarse, cam_emb = self.encode(x, cam)
@@ -239,7 +241,7 @@ class RePoI(nn.Module):
         codes = codes_coarse + self.refine(x, first["image"], codes_coarse, cam_emb)
         second = self.render(generator, codes, cam, deterministic=deterministic)
         return {"codes": codes, "codes_coarse": codes_coarse, "coarse": first["image"], "refine": second["image"],
-                "coarse_depth": first["depth"], "refine_depth": second["depth"]}
+                "coarse_depth": first["depth"], "refine_depth": second["depth"], "refine_opacity": second["opacity"]}
 
     def _check_inputs(self, x: Tensor, cam: Tensor) -> None:
         s = self.image_resolution
@@ -247,3 +249,18 @@ class RePoI(nn.Module):
             raise ValueError(f"images must have shape (B, 3, {s}, {s}), got {tuple(x.shape)}")
         if tuple(cam.shape) != (len(x), CAMERA_DIM):
             raise ValueError(f"cameras must have shape ({len(x)}, {CAMERA_DIM}) (EG3D labels), got {tuple(cam.shape)}")
+
+
+def load_backbone_weights(encoder: RePoI, path) -> None:
+    """Start ``encoder``'s IR-SE trunk from a local ArcFace IR-SE50 file (``model_ir_se50.pth``, the pSp /
+    TreB1eN layout; the official initialisation): its ``input_layer.*`` and ``body.*`` tensors, strictly; the
+    FPN's lateral layers keep their initialisation and ArcFace's ``output_layer.*`` is not used."""
+    from texface.checkpoint import load_state_strict, read_state_dict
+    from texface.metrics.arcface import WEIGHTS_FILE
+
+    state = read_state_dict(path, what="ArcFace IR-SE50 weights", expected=WEIGHTS_FILE)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    trunk = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}
+    own = encoder.backbone.state_dict()
+    trunk.update({k: v for k, v in own.items() if k.startswith("latlayer")})
+    load_state_strict(encoder.backbone, trunk, source=path, kind="Re-PoI backbone (IR-SE trunk)")

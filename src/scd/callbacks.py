@@ -9,11 +9,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from eg3d.checkpoint import generator_from_config
 from eg3d.frames import FrameRenderer
-from texface.media import save_png, tile
+from texface.media import tile
+from texface.training import log_image
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,6 @@ class SampleImages(L.Callback):
         if not trainer.is_global_zero:
             return
         grid = self.render(pl_module)
-        path = save_png(grid, self.dirpath / f"step_{trainer.global_step:07d}.png")
+        path = log_image(trainer, "samples", grid, self.dirpath / f"step_{trainer.global_step:07d}.png",
+                         caption=" | ".join(self.prompts))
         log.info("samples at step %d: %s", trainer.global_step, path)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="samples", images=[grid], caption=[" | ".join(self.prompts)],
-                                 step=trainer.global_step)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, trainer.global_step, dataformats="HWC")

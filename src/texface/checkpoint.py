@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from torch import Tensor
 from safetensors.torch import load_file, save_file
 
 from texface.atomic import atomic_directory
-from texface.errors import CheckpointError
+from texface.errors import CheckpointError, ConfigError, first_line
 
 CONFIG_FILE = "config.json"
 
@@ -97,3 +98,31 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
 
 def _some(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def read_state_dict(path: str | os.PathLike, *, what: str, expected: str) -> dict[str, Tensor]:
+    """The tensors of a weight file: ``torch.load(weights_only=True)``, or safetensors for a ``.safetensors`` name.
+
+    Args:
+        path: the file.
+        what: what the file holds, for messages ("ArcFace IR-SE50 weights").
+        expected: which file to pass instead, for the missing-file message ("model_ir_se50.pth (...)").
+
+    Raises:
+        ConfigError: no file at ``path``.
+        CheckpointError: unreadable, or not a flat {name: tensor} state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}; pass the path of {expected}")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (torch.load raises many types, KeyError included, for non-weights files)
+        reason = f"{type(err).__name__}: {first_line(err)}" if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable weights file ({what}): {reason}") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors ({what}; expected {expected})")
+    return state

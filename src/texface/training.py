@@ -111,3 +111,20 @@ def optimizer_config(params, optimizer: Callable, scheduler: Callable | None, tr
         return {"optimizer": built}
     total = max(1, int(trainer.estimated_stepping_batches))
     return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler(built, total_steps=total), "interval": "step"}}
+
+
+def log_image(trainer: L.Trainer, key: str, grid, path: str | os.PathLike, caption: str | None = None) -> Path:
+    """Save ``grid`` (H, W, 3) uint8 to ``path`` and send it to the run's image loggers (W&B, TensorBoard) at the
+    current step; returns the path. Called on rank zero."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    from texface.media import save_png
+
+    path = save_png(grid, path)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], caption=None if caption is None else [caption],
+                             step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, trainer.global_step, dataformats="HWC")
+    return path

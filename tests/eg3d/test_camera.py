@@ -10,7 +10,8 @@ from helpers import assert_close, reference_fixture
 from safetensors.torch import load_file
 
 from eg3d.camera import (FFHQ_FOCAL, FFHQ_PIVOT, FFHQ_RADIUS, GaussianCameraPoseSampler, LookAtPoseSampler,
-                         camera_labels, fov_to_intrinsics, look_at, orbit_labels, split_labels)
+                         camera_labels, fov_to_intrinsics, intrinsics_from_focal, look_at, mirror_labels,
+                         orbit_labels, rotate_about_pivot, split_labels)
 
 
 def _recover_angles(origin: torch.Tensor, radius: float):
@@ -169,3 +170,37 @@ def test_orbit_labels_follow_the_tex_face_path():
     assert torch.allclose(orbit_labels(2 * n)[2], c[1], atol=1e-6)
     with pytest.raises(ValueError, match="n_frames"):
         orbit_labels(0)
+
+
+def test_rotate_about_pivot_moves_the_yaw_of_a_look_at_camera():
+    # About the pivot's vertical axis a camera on the orbit sphere leaves the sphere unless the pivot is on the
+    # axis: with pivot (0, 0, 0) rotating by d is exactly the sampler at yaw + d.
+    pivot = (0.0, 0.0, 0.0)
+    start = camera_labels(LookAtPoseSampler.sample(1.3, 1.4, pivot, radius=2.7), intrinsics_from_focal(FFHQ_FOCAL))
+    expected = camera_labels(LookAtPoseSampler.sample(1.3 + 0.4, 1.4, pivot, radius=2.7),
+                             intrinsics_from_focal(FFHQ_FOCAL))
+    assert torch.allclose(rotate_about_pivot(start, 0.4, pivot), expected, atol=1e-5)
+
+
+def test_rotate_about_pivot_keeps_the_camera_aimed_at_the_pivot():
+    start = camera_labels(LookAtPoseSampler.sample(1.2, 1.5, FFHQ_PIVOT, radius=2.7), intrinsics_from_focal(FFHQ_FOCAL))
+    moved, _ = split_labels(rotate_about_pivot(start, -0.4))
+    before, _ = split_labels(start)
+    pivot = torch.tensor(FFHQ_PIVOT)
+    to_pivot = pivot - moved[0, :3, 3]
+    # OpenCV axes: the camera looks along +z of its frame.
+    assert torch.allclose(to_pivot / to_pivot.norm(), moved[0, :3, 2], atol=1e-5)
+    assert torch.allclose(to_pivot.norm(), (pivot - before[0, :3, 3]).norm(), atol=1e-5)
+
+
+def test_mirror_labels_mirror_the_yaw():
+    pivot = (0.0, 0.0, 0.2)
+    c = camera_labels(LookAtPoseSampler.sample(math.pi / 2 + 0.3, 1.4, pivot, radius=2.7), intrinsics_from_focal(4.26))
+    mirrored = camera_labels(LookAtPoseSampler.sample(math.pi / 2 - 0.3, 1.4, pivot, radius=2.7),
+                             intrinsics_from_focal(4.26))
+    # The look-at frame of the mirrored pose has its x axis flipped relative to S M S, so compare positions and the
+    # viewing direction (column 2), which a mirror must map exactly.
+    m, _ = split_labels(mirror_labels(c))
+    e, _ = split_labels(mirrored)
+    assert torch.allclose(m[:, :3, 3], e[:, :3, 3], atol=1e-5) and torch.allclose(m[:, :3, 2], e[:, :3, 2], atol=1e-5)
+    assert torch.equal(mirror_labels(mirror_labels(c)), c)
