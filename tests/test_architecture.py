@@ -122,5 +122,6 @@ def test_no_import_circle(modules):
 def test_the_checks_see_the_known_entry_points(modules):
     commands = {name for name, info in modules.items() if info["entry"]}
     assert {"eg3d.render", "eg3d.convert", "scd.generate", "scd.train", "scd.evaluate", "scd.convert",
-            "scd.synthesize", "faceworld.dataset", "faceworld.fit", "faceworld.measure"} <= commands
+            "scd.synthesize", "faceworld.dataset", "faceworld.fit", "faceworld.measure", "inversion.train",
+            "inversion.evaluate", "inversion.invert", "inversion.encode", "inversion.convert"} <= commands
     assert not {"eg3d.frames", "scd.pipeline", "scd.synthetic", "texface.cli"} & commands

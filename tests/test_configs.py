@@ -34,7 +34,27 @@ def targets(node, key: str = "") -> list[tuple[str, str]]:
 
 
 def test_experiments_exist():
-    assert {"text_cond", "text_only", "demo", "faceworld_demo", "world_clip", "world_classifier", "world_identity"} <= set(EXPERIMENTS)
+    assert {"text_cond", "text_only", "demo", "faceworld_demo", "world_clip", "world_classifier", "world_identity",
+            "repoi"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("root", ["inversion", "inversion_evaluate", "invert", "encode"])
+def test_inversion_roots_compose_and_targets_import(root):
+    required = {"inversion_evaluate": ["ckpt=/x"], "invert": ["ckpt=/x", "image=/x.png"],
+                "encode": ["ckpt=/x", "images=/x", "out=/y"]}.get(root, [])
+    cfg = compose(root, ["paths.output_dir=/tmp/texface-test-run", *required])
+    OmegaConf.to_container(cfg, resolve=True)
+    for key, target in targets(cfg):
+        assert hydra.utils.get_object(target) is not None, f"{key}._target_ = {target} does not import"
+
+
+def test_inversion_defaults_are_the_face_world_and_repoi_the_paper():
+    cfg = compose("inversion", ["paths.output_dir=/tmp/texface-test-run"])
+    assert cfg.data._target_ == "inversion.data.FaceWorldData" and cfg.generator.preset == "world"
+    assert list(cfg.model.encoder.backbone_units) == [3, 4, 14, 3] and cfg.model.lpips is None
+    paper = compose("inversion", ["paths.output_dir=/tmp/texface-test-run", "experiment=repoi"])
+    assert paper.data._target_ == "inversion.data.EG3DData" and paper.generator.preset == "ffhq512"
+    assert paper.model.identity.kind == "arcface" and paper.model.weights.lpips > 0
 
 
 def test_fit_composes_the_world_generator():
@@ -46,8 +66,9 @@ def test_fit_composes_the_world_generator():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_resolves_and_targets_import(experiment):
-    # Face-world experiments belong to `python -m faceworld.fit` (conf/fit.yaml), the others to scd.train.
-    primary = "fit" if experiment.startswith("world_") else "train"
+    # Face-world experiments belong to `python -m faceworld.fit` (conf/fit.yaml), repoi to inversion.train
+    # (conf/inversion.yaml), the others to scd.train.
+    primary = "fit" if experiment.startswith("world_") else "inversion" if experiment == "repoi" else "train"
     cfg = compose(primary, ["paths.output_dir=/tmp/texface-test-run", f"experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.task_name == experiment

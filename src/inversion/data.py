@@ -179,6 +179,22 @@ class EG3DImages(Dataset):
         return item
 
 
+def load_camera(path: Path) -> torch.Tensor:
+    """The EG3D camera (25,) float32 stored in the ``.npy`` at ``path`` (loaded without pickles)."""
+    if not path.is_file():
+        raise DataFormatError(f"{path} is missing (an EG3D camera: {CAMERA_DIM} numbers)")
+    try:
+        camera = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataFormatError(f"{path} is not a numeric .npy array ({err})") from None
+    if not isinstance(camera, np.ndarray) or camera.size != CAMERA_DIM or not np.issubdtype(camera.dtype, np.number):
+        what = f"{camera.size} values of {camera.dtype}" if isinstance(camera, np.ndarray) else "an .npz archive"
+        raise DataFormatError(f"{path} holds {what}, expected {CAMERA_DIM} numbers (an EG3D camera)")
+    if not np.isfinite(camera).all():
+        raise DataFormatError(f"{path} contains NaN or inf")
+    return torch.from_numpy(camera.reshape(CAMERA_DIM).astype(np.float32))
+
+
 class CameraFolder(Dataset):
     """The official test layout: the sorted ``*.png`` of ``root``, each with ``<stem>.npy`` holding 25 numbers.
 
@@ -198,20 +214,8 @@ class CameraFolder(Dataset):
         if not self.paths:
             raise DataFormatError(f"{self.root} holds no *.png images")
         self.paths = [self.paths[i] for i in _subset(len(self.paths), None, limit)]
-        cameras = []
-        for path in self.paths:
-            npy = path.with_suffix(".npy")
-            if not npy.is_file():
-                raise DataFormatError(f"{npy} is missing (the camera of {path.name})")
-            try:
-                camera = np.load(npy, allow_pickle=False)
-            except ValueError as err:
-                raise DataFormatError(f"{npy} is not a numeric .npy array ({err})") from None
-            if camera.size != CAMERA_DIM or not np.issubdtype(camera.dtype, np.number):
-                raise DataFormatError(f"{npy} holds {camera.size} values of {camera.dtype}, expected "
-                                      f"{CAMERA_DIM} numbers")
-            cameras.append(camera.reshape(CAMERA_DIM).astype(np.float32))
-        self.cameras = torch.from_numpy(np.stack(cameras))                  # (N, 25)
+        cameras = [load_camera(path.with_suffix(".npy")) for path in self.paths]
+        self.cameras = torch.stack(cameras)                                  # (N, 25)
 
     def __len__(self) -> int:
         return len(self.paths)

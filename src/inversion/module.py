@@ -5,7 +5,8 @@ Per batch of images ``x`` with cameras ``cam`` the encoder gives coarse and refi
 
 - ``mse``, ``lpips``, ``id``: pixel L2, LPIPS and identity (1 - cos) between each render and ``x``, the coarse
   render weighted by ``coarse_weight`` so that both stages learn (the refined one is then measured against it);
-- ``w_norm``: the distance of the refined codes from the generator's ``w_avg`` (not squared);
+- ``w_norm``: the distance of the codes from the generator's ``w_avg`` (not squared; the coarse codes weighted by
+  ``coarse_weight``): it keeps the codes in the generator's W, where renders stay sharp from every camera;
 - ``depth``: the rendered depth of background pixels pulled to a constant (the batch's ``mask`` says where the
   head is);
 - ``mirror``: the refined codes rendered from the mirrored camera against the mirrored image (faces are nearly
@@ -163,8 +164,9 @@ class InversionModule(L.LightningModule):
         x, cam = batch["image"], batch["camera"]
         refined, coarse = self.image_terms(out["refine"], x), self.image_terms(out["coarse"], x)
         terms = {k: refined[k] + self.coarse_weight * coarse[k] for k in refined}
-        if self.weights["w_norm"] > 0:
-            terms["w_norm"] = w_norm(out["codes"], self.w_avg)
+        if self.weights["w_norm"] > 0:  # both stages, as TEx-Face's criteria compute it for both
+            terms["w_norm"] = (w_norm(out["codes"], self.w_avg)
+                               + self.coarse_weight * w_norm(out["codes_coarse"], self.w_avg))
         if self.weights["depth"] > 0:
             if "mask" not in batch:
                 raise ConfigError("the depth loss needs head masks in the batches (face-world data has them); set "

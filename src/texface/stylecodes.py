@@ -173,7 +173,7 @@ class StyleCodeSet:
             raise DataFormatError(f"{path} is not a directory; a style-code dataset is a directory holding "
                                   f"{CODES_FILE} and {CAPTIONS_FILE} ({_FORMAT_HINT})")
         tensors = _read_tensors(path / CODES_FILE)
-        captions, ids = _read_captions(path / CAPTIONS_FILE)
+        captions, ids = read_captions(path / CAPTIONS_FILE)
         meta = _read_meta(path / META_FILE)
         n = tensors["codes"].shape[0]
         if len(ids) != n:
@@ -238,7 +238,7 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_captions(file: Path) -> tuple[list[list[str]], list[str]]:
+def read_captions(file: Path) -> tuple[list[list[str]], list[str]]:
     """Parse captions.jsonl into (captions, ids), checking every line; errors name the 1-based line."""
     if not file.is_file():
         raise DataFormatError(f"{file} is missing; write one JSON line {{\"id\": ..., \"captions\": [...]}} per "
