@@ -21,8 +21,9 @@ from eg3d.generator import TriPlaneGenerator
 from eg3d.official_pickle import generator_from_pickle
 from eg3d.presets import preset as get_preset
 from texface.config import instantiate
-from texface.checkpoint import CONFIG_FILE, load_state_strict, read_config, read_tensors, write_checkpoint
-from texface.errors import CheckpointError, ConfigError, first_line
+from texface.checkpoint import (CONFIG_FILE, load_state_strict, load_torch_file, read_config, read_tensors,
+                                write_checkpoint)
+from texface.errors import CheckpointError, ConfigError
 
 GENERATOR_FORMAT = "texface.eg3d.TriPlaneGenerator"
 GENERATOR_FORMAT_VERSION = 1
@@ -153,10 +154,7 @@ def _read_generator_config(path: Path) -> tuple[dict, int]:
 
 
 def _read_state_dict_file(path: Path) -> tuple[dict, int, dict[str, torch.Tensor]]:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for corrupt or non-weights files
-        raise CheckpointError(f"{path} is not a readable weights-only torch file: {first_line(err)}") from None
+    data = load_torch_file(path)
     state = data.get("G_ema") if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold {{'G_ema': state_dict}} (TEx-Face's generator file)")

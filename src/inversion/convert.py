@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,8 +35,9 @@ from inversion.checkpoint import save_encoder
 from inversion.encoder import RePoI, RotaryEmbedding
 from texface.atomic import atomic_directory
 from texface.checkpoint import load_state_strict
+from texface.checkpoint import load_torch_file
 from texface.cli import run_main
-from texface.errors import ConvertError, one_line
+from texface.errors import ConvertError
 
 DECODER_PREFIX = "decoder."
 PARALLEL_PREFIX = "module."
@@ -49,22 +48,7 @@ SHOWN = 8  # keys listed in a mismatch message
 def load_official(path: str | os.PathLike) -> dict:
     """The official checkpoint ``{'state_dict': {name: tensor}, ...}``, read with ``torch.load(weights_only=True)``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch wraps the reason in advice to load the file unsafely; keep only the reason.
-        text = str(err)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
-            raise ConvertError(f"{path}: refusing to load it: it references the Python object {found.group(1)}, "
-                               "which torch.load(weights_only=True) does not rebuild (it reads only tensors and "
-                               "plain containers); nothing from the file was run") from None
-        raise ConvertError(f"{path} is not a readable PyTorch checkpoint ({_unpickling_reason(text)})") from None
-    except Exception as err:  # noqa: BLE001 (torch.load raises many types for files that are not checkpoints)
-        raise ConvertError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: "
-                           f"{one_line(err)}") from None
+    ckpt = load_torch_file(path, error=ConvertError)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         got = sorted(map(str, ckpt))[:SHOWN] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ConvertError(f"{path}: expected the official Re-PoI layout {{'state_dict': {{name: tensor}}, ...}}, "
@@ -116,12 +100,6 @@ def check_decoder(decoder: dict[str, Tensor], generator_state: dict[str, Tensor]
     if problems:
         raise ConvertError(f"{source}: its decoder.* tensors are not the generator {generator}: "
                            + "; ".join(problems))
-
-
-def _unpickling_reason(text: str) -> str:
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1) ", "(2) ")
-    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in text.splitlines()]
-    return " ".join(line for line in lines if line and not line.startswith(boilerplate)) or "not a pickle"
 
 
 def _equal(a: Tensor, b: Tensor) -> bool:

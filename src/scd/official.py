@@ -9,15 +9,14 @@ becomes our ``TextEncoder``, and the denoiser's null text is that tower's encodi
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from scd.denoiser import StyleCodeDenoiser
+from texface.checkpoint import load_torch_file
 from texface.errors import ConvertError, one_line
 
 CLIP_PREFIX = "clip_model."
@@ -38,21 +37,7 @@ OFFICIAL_DIFFUSION = dict(timesteps=1000, schedule="cosine", objective="v", loss
 def load_official(path: str | os.PathLike) -> dict:
     """Read an official checkpoint with ``torch.load(weights_only=True)``; check its top-level layout."""
     path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message wraps the reason (e.g. "unsupported GLOBAL posix.system") in advice to load it
-        # unsafely; keep only the reason.
-        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-        lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith(boilerplate)]
-        reason = " ".join(lines) or type(err).__name__
-        raise ConvertError(f"{path}: refusing to load it: torch.load(weights_only=True), which reads only "
-                              f"tensors and plain containers, failed ({reason}); the file is corrupt or "
-                              f"holds arbitrary Python objects") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise ConvertError(f"{path} is not a readable PyTorch checkpoint: {one_line(err)}") from None
+    ckpt = load_torch_file(path, error=ConvertError)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ConvertError(f"{path}: expected the official layout {{'state_dict': ..., 'ema': ...}}, "

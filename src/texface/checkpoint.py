@@ -119,10 +119,39 @@ def read_state_dict(path: str | os.PathLike, *, what: str, expected: str) -> dic
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 (torch.load raises many types, KeyError included, for non-weights files)
         reason = f"{type(err).__name__}: {first_line(err)}" if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable weights file ({what}): {reason}") from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors ({what}; expected {expected})")
     return state
+
+
+def load_torch_file(path: str | os.PathLike, *, error: type[CheckpointError] = CheckpointError):
+    """``torch.load(path, map_location='cpu', weights_only=True)``: only tensors and plain containers are rebuilt, so
+    no code from the file runs. A missing, corrupt or code-carrying file raises ``error`` with one readable line
+    (torch's own message wraps the reason in advice to load the file unsafely; only the reason is kept)."""
+    import pickle
+    import re
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise error(f"{path}: refusing to load it: it references the Python object {found.group(1)}, which "
+                        "torch.load(weights_only=True) does not rebuild (it reads only tensors and plain "
+                        "containers); nothing from the file was run") from None
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1) ", "(2) ")
+        lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in text.splitlines()]
+        reason = " ".join(line for line in lines if line and not line.startswith(boilerplate)) or "not a pickle"
+        raise error(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    except Exception as err:  # noqa: BLE001 (torch.load raises many types for files that are not checkpoints)
+        raise error(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {first_line(err)}") from None

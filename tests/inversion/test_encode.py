@@ -20,10 +20,9 @@ from PIL import Image
 import inversion.encode as encode_module
 from faceworld.datadir import read_index, write_dataset
 from helpers import assert_close
-from inversion.checkpoint import encoder_generator, load_encoder, save_encoder
+from inversion.checkpoint import encoder_generator, load_encoder
 from inversion.data import EG3DImages
 from inversion.encode import SHARDS_DIR, encode
-from inversion.encoder import RePoI
 from texface.config import compose
 from texface.errors import ConfigError, DataFormatError
 from texface.stylecodes import CODES_FILE, StyleCodeSet
@@ -31,14 +30,6 @@ from texface.stylecodes import CODES_FILE, StyleCodeSet
 REAL_ENCODE_BATCH = encode_module.encode_batch
 GENERATOR = {"_target_": "eg3d.checkpoint.build_generator", "ckpt": None, "preset": "tiny", "seed": 0,
              "neural_rendering_resolution": 16}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    encoder = RePoI(image_resolution=64, backbone_units=(1, 1, 1, 1), backbone_channels=(8, 16, 32, 512),
-                    residual_widths=(8, 8, 16, 16))
-    return save_encoder(encoder, tmp_path_factory.mktemp("encoder") / "enc", generator=GENERATOR)
 
 
 @pytest.fixture(scope="module")

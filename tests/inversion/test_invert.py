@@ -17,9 +17,8 @@ from safetensors import safe_open
 
 from eg3d.camera import orbit_labels
 from helpers import ROOT, video_frames
-from inversion.checkpoint import encoder_generator, load_encoder, save_encoder
+from inversion.checkpoint import encoder_generator, load_encoder
 from inversion.data import load_image
-from inversion.encoder import RePoI
 from inversion.invert import CODES_FILE, invert
 from texface.config import compose
 from texface.errors import CheckpointError, ConfigError, DataFormatError, TexfaceError
@@ -36,14 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    encoder = RePoI(image_resolution=64, backbone_units=(1, 1, 1, 1), backbone_channels=(8, 16, 32, 512),
-                    residual_widths=(8, 8, 16, 16))
-    return save_encoder(encoder, tmp_path_factory.mktemp("encoder") / "enc", generator=GENERATOR)
 
 
 def write_face(folder: Path, stem: str, seed: int, *, mode: str = "RGB", camera=None) -> Path:
