@@ -11,16 +11,16 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from texface.cli import hydra_command
-from texface.training import Export, fit
+from texface.training import fit, written_export
 
 
 def fit_world_model(cfg: DictConfig) -> dict[str, float]:
     """Fit the face-world model described by ``cfg`` (the generator by default, a reader or the world CLIP with
     ``experiment=``); returns the last logged metrics."""
     metrics, callbacks = fit(cfg)
-    for callback in callbacks:
-        if isinstance(callback, Export) and callback.written:
-            print(f"exported: {callback.dirpath}", flush=True)
+    export = written_export(callbacks)
+    if export is not None:
+        print(f"exported: {export}", flush=True)
     return metrics
 
 

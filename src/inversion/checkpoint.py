@@ -58,11 +58,13 @@ def load_encoder(path: str | os.PathLike, map_location="cpu") -> RePoI:
     return encoder.to(map_location).eval().requires_grad_(False)
 
 
-def encoder_generator(path: str | os.PathLike, override: dict | None = None):
+def encoder_generator(path: str | os.PathLike, override=None):
     """The frozen generator encoder checkpoint ``path`` inverts into: its recorded build call with ``override``
-    entries merged in (e.g. ``{"ckpt": ...}``); a relative ``ckpt`` is resolved against ``path``."""
+    entries (a mapping or a config node, e.g. a command's ``generator:``; None = none) merged in; a relative
+    ``ckpt`` is resolved against ``path``."""
     node = dict(read_encoder_config(path)["generator"])
-    node.update({k: v for k, v in (override or {}).items()})
+    if override:
+        node.update(OmegaConf.to_container(OmegaConf.create(override), resolve=True))
     if node.get("ckpt") and not Path(node["ckpt"]).is_absolute() and (Path(path) / node["ckpt"]).exists():
         node["ckpt"] = str(Path(path) / node["ckpt"])
     return generator_from_config(OmegaConf.create(node))

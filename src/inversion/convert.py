@@ -34,8 +34,7 @@ from eg3d.presets import preset as get_preset
 from inversion.checkpoint import save_encoder
 from inversion.encoder import RePoI, RotaryEmbedding
 from texface.atomic import atomic_directory
-from texface.checkpoint import load_state_strict
-from texface.checkpoint import load_torch_file
+from texface.checkpoint import load_state_strict, load_torch_file, some_keys
 from texface.cli import run_main
 from texface.errors import ConvertError
 
@@ -55,7 +54,7 @@ def load_official(path: str | os.PathLike) -> dict:
                            f"got {got}")
     bad = [str(k) for k, v in ckpt["state_dict"].items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise ConvertError(f"{path}: 'state_dict' must map names to tensors; not tensors: {_some(bad)}")
+        raise ConvertError(f"{path}: 'state_dict' must map names to tensors; not tensors: {some_keys(bad)}")
     return dict(ckpt)
 
 
@@ -82,7 +81,7 @@ def encoder_from_state(state: dict[str, Tensor], *, source) -> RePoI:
              and not (v.shape == expected.shape and torch.allclose(v.float(), expected, rtol=1e-6, atol=0))]
     if wrong:
         raise ConvertError(f"{source}: rotary frequencies differ from 1/10000^(2i/512) (the constants the encoder "
-                           f"computes): {_some(wrong)}")
+                           f"computes): {some_keys(wrong)}")
     return encoder.eval()
 
 
@@ -94,7 +93,7 @@ def check_decoder(decoder: dict[str, Tensor], generator_state: dict[str, Tensor]
               if k in decoder and decoder[k].shape != v.shape]
     values = [k for k, v in generator_state.items() if k in decoder and decoder[k].shape == v.shape
               and not _equal(decoder[k], v)]
-    problems = [f"{label} ({len(keys)}): {_some(keys)}" for label, keys in
+    problems = [f"{label} ({len(keys)}): {some_keys(keys)}" for label, keys in
                 (("missing from the checkpoint", missing), ("not in the generator", unexpected),
                  ("shape mismatches", shapes), ("different values", values)) if keys]
     if problems:
@@ -106,10 +105,6 @@ def _equal(a: Tensor, b: Tensor) -> bool:
     if a.is_floating_point() and b.is_floating_point():
         return torch.equal(a.float(), b.float())
     return a.dtype == b.dtype and torch.equal(a, b)
-
-
-def _some(items: list[str], n: int = SHOWN) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 def _plain_json(value) -> dict | None:

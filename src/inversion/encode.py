@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
@@ -304,11 +304,9 @@ def check_shards(out: Path, plan: list[range], names: list[str], cameras: torch.
 # ----------------------------------------------------------------------------------------------- encode
 
 def encode_batch(encoder, generator, x: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
-    """The refined codes (B, 14, 512) of images ``x`` seen from ``cam``: ``RePoI.forward(..., deterministic=True)
-    ["codes"]`` without its final render (the codes only need the coarse one)."""
-    codes_coarse, cam_emb = encoder.encode(x, cam)
-    coarse = encoder.render(generator, codes_coarse, cam, deterministic=True)["image"]
-    return codes_coarse + encoder.refine(x, coarse, codes_coarse, cam_emb)
+    """The refined codes (B, 14, 512) of images ``x`` seen from ``cam`` (deterministic renders; the refined one is
+    not needed)."""
+    return encoder.invert(x, cam, generator, deterministic=True)[0]["codes"]
 
 
 def check_options(cfg: DictConfig) -> dict:
@@ -337,9 +335,8 @@ def encode(cfg: DictConfig) -> dict:
     images = open_images(cfg.images, resolution=encoder.image_resolution)
     names, cameras = image_index(images)
     labels = resolve_labels(cfg, names)
-    override = OmegaConf.to_container(cfg.generator, resolve=True) if cfg.get("generator") else {}
-    generator = encoder_generator(cfg.ckpt, override).to(device)
-    build = getattr(generator, "build_config", None) or dict(override)
+    generator = encoder_generator(cfg.ckpt, cfg.get("generator")).to(device)
+    build = generator.build_config
     n, size = len(names), opts["shard_size"]
     settings = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "encoder": checkpoint_digest(cfg.ckpt),
                 "generator": build, "resolution": encoder.image_resolution, "shard_size": size,

@@ -227,6 +227,15 @@ class RePoI(nn.Module):
         return {"image": self.face_pool(out["image"]), "render": out["image"], "depth": out["image_depth"],
                 "opacity": out["weights_sum"]}
 
+    def invert(self, x: Tensor, cam: Tensor, generator: nn.Module, *, deterministic: bool = False
+               ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Both stages without the final render: ({``codes``, ``codes_coarse``}, the coarse render's dict of
+        :meth:`render`). What dataset encoding needs; :meth:`forward` adds the refined render."""
+        codes_coarse, cam_emb = self.encode(x, cam)
+        first = self.render(generator, codes_coarse, cam, deterministic=deterministic)
+        codes = codes_coarse + self.refine(x, first["image"], codes_coarse, cam_emb)
+        return {"codes": codes, "codes_coarse": codes_coarse}, first
+
     def forward(self, x: Tensor, cam: Tensor, generator: nn.Module, *, deterministic: bool = False
                 ) -> dict[str, Tensor]:
         """Invert images ``x`` (B, 3, S, S) in [-1, 1] seen from cameras ``cam`` (B, 25) into W+ of ``generator``.
@@ -236,12 +245,10 @@ class RePoI(nn.Module):
         R, R) at the input cameras.
         ``deterministic`` renders without random depth jitter (evaluation); training samples like EG3D.
         """
-        codes_coarse, cam_emb = self.encode(x, cam)
-        first = self.render(generator, codes_coarse, cam, deterministic=deterministic)
-        codes = codes_coarse + self.refine(x, first["image"], codes_coarse, cam_emb)
-        second = self.render(generator, codes, cam, deterministic=deterministic)
-        return {"codes": codes, "codes_coarse": codes_coarse, "coarse": first["image"], "refine": second["image"],
-                "coarse_depth": first["depth"], "refine_depth": second["depth"], "refine_opacity": second["opacity"]}
+        codes, first = self.invert(x, cam, generator, deterministic=deterministic)
+        second = self.render(generator, codes["codes"], cam, deterministic=deterministic)
+        return {**codes, "coarse": first["image"], "refine": second["image"], "coarse_depth": first["depth"],
+                "refine_depth": second["depth"], "refine_opacity": second["opacity"]}
 
     def _check_inputs(self, x: Tensor, cam: Tensor) -> None:
         s = self.image_resolution

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from eg3d.camera import rotate_about_pivot
 from faceworld.datadir import ensure_dataset
 from faceworld.generator_fit import head_codes, psnr
 from inversion.checkpoint import encoder_generator, load_encoder
@@ -50,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict:
     print(OmegaConf.to_yaml(cfg, resolve=True), flush=True)
     device = torch.device(cfg.device)
     encoder = load_encoder(cfg.ckpt, map_location=device)
-    generator = encoder_generator(cfg.ckpt, OmegaConf.to_container(cfg.generator, resolve=True)).to(device)
+    generator = encoder_generator(cfg.ckpt, cfg.generator).to(device)
     lpips = None if cfg.lpips is None else instantiate(cfg.lpips).to(device)
     identity = None if cfg.identity is None else instantiate(cfg.identity).to(device)
     images, world = evaluation_images(cfg, encoder.image_resolution)
@@ -95,8 +96,6 @@ def evaluate(cfg: DictConfig) -> dict:
 def novel_view_psnr(encoder, generator, world, codes, latent, cam, yaw: float, pivot, w_avg) -> dict:
     """PSNR (B,) of the codes' renders ``yaw`` radians to each side against the world's renders of the true heads
     from those cameras (at the generator's output size), and the same for ``w_avg``."""
-    from eg3d.camera import rotate_about_pivot
-
     params = world.params(latent)
     scores = {"novel/psnr": 0.0, "novel/psnr_w_avg": 0.0}
     for side in (-yaw, yaw):

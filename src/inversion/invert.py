@@ -118,11 +118,10 @@ def invert(cfg: DictConfig) -> dict:
         paths, cameras = folder.paths, folder.cameras
     for path in paths:                                  # every image is checked before any is inverted
         load_image(path, str(path), size)
-    override = OmegaConf.to_container(cfg.generator, resolve=True) if cfg.get("generator") else {}
-    G = encoder_generator(cfg.ckpt, override).to(device)
+    G = encoder_generator(cfg.ckpt, cfg.get("generator")).to(device)
     renderer = FrameRenderer(G, deterministic=True, progress=opts["progress"])
     meta = {"source": "inversion.invert", "encoder": str(Path(cfg.ckpt).resolve()),
-            "generator": json.dumps(getattr(G, "build_config", None) or override)}
+            "generator": json.dumps(G.build_config)}
     pivot = G.rendering_kwargs["avg_camera_pivot"]
 
     out_dir, single = Path(cfg.out_dir), camera_file is not None

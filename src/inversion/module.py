@@ -205,7 +205,7 @@ class InversionModule(L.LightningModule):
         x, cam = batch["image"], batch["camera"]
         out = self.encoder(x, cam, self.generator, deterministic=True)
         metrics = image_metrics(out["refine"], x, lpips=self.lpips, identity=self.identity)
-        metrics["coarse_mse"] = (out["coarse"].float() - x.float()).square().flatten(1).mean(1)
+        metrics["coarse_mse"] = mse_per_image(out["coarse"], x)
         if "latent" in batch:
             metrics.update(code_distances(out["codes"], head_codes(self.generator, batch["latent"]), self.w_avg))
         self.log_dict({f"val/{k}": v.mean() for k, v in metrics.items()}, batch_size=len(x), sync_dist=True)
@@ -231,6 +231,11 @@ class InversionModule(L.LightningModule):
                             dtype=getattr(torch, dtype))
 
 
+def mse_per_image(render: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error (B,) of each render against its image, in float32."""
+    return (render.float() - x.float()).square().flatten(1).mean(1)
+
+
 def image_metrics(render: Tensor, x: Tensor, *, lpips: nn.Module | None = None,
                   identity: nn.Module | None = None) -> dict[str, Tensor]:
     """Per-image reconstruction metrics (B,) of renders against images in [-1, 1]: ``mse``, ``psnr``, ``ssim``
@@ -241,7 +246,7 @@ def image_metrics(render: Tensor, x: Tensor, *, lpips: nn.Module | None = None,
     from inversion.losses import embedding
 
     render, x = render.float(), x.float()
-    metrics = {"mse": (render - x).square().flatten(1).mean(1), "psnr": psnr(render, x),
+    metrics = {"mse": mse_per_image(render, x), "psnr": psnr(render, x),
                "ssim": structural_similarity_index_measure(render, x, data_range=2.0, reduction="none")}
     if lpips is not None:
         metrics["lpips"] = lpips(render, x)

@@ -11,16 +11,15 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from texface.cli import hydra_command
-from texface.training import Export, fit
+from texface.training import fit, written_export
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the encoder described by ``cfg``; returns the last logged metrics."""
     metrics, callbacks = fit(cfg)
-    for callback in callbacks:
-        if isinstance(callback, Export) and callback.written:
-            print(f"encoder checkpoint: {callback.dirpath}\n  evaluate with: python -m inversion.evaluate "
-                  f"ckpt={callback.dirpath}", flush=True)
+    export = written_export(callbacks)
+    if export is not None:
+        print(f"encoder checkpoint: {export}\n  evaluate with: python -m inversion.evaluate ckpt={export}", flush=True)
     return metrics
 
 

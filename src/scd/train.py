@@ -10,16 +10,15 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from texface.cli import hydra_command
-from texface.training import Export, fit
+from texface.training import fit, written_export
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the SCD described by ``cfg`` and return the last logged metrics as floats."""
     metrics, callbacks = fit(cfg)
-    for callback in callbacks:
-        if isinstance(callback, Export) and callback.written:
-            print(f"SCD checkpoint: {callback.dirpath}\n  generate with: python -m scd.generate "
-                  f"ckpt={callback.dirpath}", flush=True)
+    export = written_export(callbacks)
+    if export is not None:
+        print(f"SCD checkpoint: {export}\n  generate with: python -m scd.generate ckpt={export}", flush=True)
     return metrics
 
 

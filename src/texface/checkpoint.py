@@ -87,7 +87,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
     unexpected = [k for k in state if k not in expected]
     mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
                   if k in state and state[k].shape != v.shape]
-    problems = [f"{label} ({len(keys)}): {_some(keys)}" for label, keys in
+    problems = [f"{label} ({len(keys)}): {some_keys(keys)}" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
                 if keys]
     if problems:
@@ -96,7 +96,8 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
     model.load_state_dict(state, strict=True)
 
 
-def _some(items: list[str], n: int = 8) -> str:
+def some_keys(items: list[str], n: int = 8) -> str:
+    """The first ``n`` of ``items`` joined for a message, with how many more there are."""
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 

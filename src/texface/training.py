@@ -103,6 +103,11 @@ class Export(L.Callback):
         self.export(trainer, pl_module)
 
 
+def written_export(callbacks: list) -> Path | None:
+    """The folder an :class:`Export` among ``callbacks`` wrote in this process, or None."""
+    return next((c.dirpath for c in callbacks if isinstance(c, Export) and c.written), None)
+
+
 def optimizer_config(params, optimizer: Callable, scheduler: Callable | None, trainer: L.Trainer) -> dict:
     """What ``configure_optimizers`` returns for factories from the config: ``optimizer(params=...)`` and, unless
     None, ``scheduler(optimizer, total_steps=<the trainer's estimate>)`` stepped every optimizer step."""
